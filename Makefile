@@ -1,0 +1,44 @@
+# Every target builds what it needs: `make train` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/shakespeare.yaml
+CORPUS := data/shakespeare.txt
+
+.PHONY: install data train sample tensorboard test lint bench clean
+
+$(BIN)/attnlm: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build first: a bare torch requirement would pull several GB of CUDA packages.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/attnlm
+
+$(CORPUS): | $(BIN)/attnlm
+	$(BIN)/attnlm data shakespeare --out $(CORPUS)
+
+data: $(CORPUS)
+
+train: install data
+	$(BIN)/attnlm train --config $(CONFIG)
+
+sample: install
+	$(BIN)/attnlm sample --max-new-tokens 500
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir runs
+
+test: install data
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check attnlm tests scripts
+
+bench: install data
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

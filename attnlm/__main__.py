@@ -1,0 +1,3 @@
+from attnlm.cli import main
+
+main()

@@ -1,0 +1,101 @@
+"""Checkpoints: written atomically, read with `weights_only=True` so a file can never run code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnlm.errors import UserError
+
+FORMAT = "attnlm-checkpoint"
+VERSION = 1
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temp file in the same folder, fsync it, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a truncated one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete temp files left by a save that was killed before its rename."""
+    for tmp in folder.glob(TEMP_PREFIX + "*"):
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}; pass --run DIR or --checkpoint FILE of a trained run")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            raise UserError(
+                f"refusing to load {path}: it holds Python objects that could run code; "
+                "only load checkpoints written by attnlm"
+            ) from None
+        raise UserError(f"{path} is not a readable checkpoint ({_first_line(e)}); use another checkpoint") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(
+            f"{path} is truncated or not a checkpoint ({_first_line(e)}); use another checkpoint, e.g. best.pt"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not an attnlm checkpoint; pass a .pt file from a run's checkpoints/ folder")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{path} has checkpoint version {payload.get('version')}, this attnlm reads {VERSION}")
+    return payload
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
+
+
+def load_model(path: str | Path, device: torch.device) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(model in eval mode, vocab, config, payload) from a checkpoint file."""
+    from attnlm.config import config_from_dict
+    from attnlm.data import Vocab
+    from attnlm.model import AttnLM
+
+    payload = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(payload["config"])
+        vocab = Vocab(payload["vocab"])
+        model = AttnLM(cfg.model, vocab.size)
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, RuntimeError, UserError) as e:
+        raise UserError(f"{path} is not a usable attnlm checkpoint ({_first_line(e)}); use another checkpoint") from None
+    return model.to(device).eval(), vocab, cfg, payload

@@ -1,0 +1,120 @@
+"""What each CLI command does; the CLI module only parses arguments and calls these."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from attnlm.checkpoint import load_checkpoint, load_model
+from attnlm.config import config_from_dict, load_config
+from attnlm.data import load_corpus, read_text
+from attnlm.device import resolve_device
+from attnlm.errors import UserError
+from attnlm.evaluate import evaluate, summarise
+from attnlm.generation import SamplingOptions, generate
+from attnlm.runs import list_run_dirs, new_run_dir, resolve_checkpoint
+from attnlm.runs import summarise as summarise_run
+
+
+def train(config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
+          name: str | None, console: Console) -> int:
+    from attnlm.train import Trainer, write_run_info  # keeps `attnlm --help` fast
+
+    if name:
+        overrides = [*overrides, f"log.name={name}"]
+    if resume is not None:
+        if overwrite:
+            raise UserError("--resume continues a run and --overwrite replaces one; pick one")
+        last = Path(resume) / "checkpoints" / "last.pt"
+        if not Path(resume).is_dir():
+            raise UserError(f"run folder not found: {resume}; `attnlm runs` lists the runs")
+        payload = load_checkpoint(last)
+        saved = config_from_dict(payload["config"])
+        cfg = load_config(config, overrides, base=None if config else saved)
+        if cfg.model != saved.model:
+            diff = [k for k in vars(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
+            raise UserError(f"{last} was trained with a different model shape ({', '.join('model.' + k for k in diff)} "
+                            "differ); resume with the run's own config or start a new run")
+        trainer = Trainer(cfg, console, resume=payload)
+        return trainer.fit(Path(resume))
+    if config is None:
+        raise UserError("give --config FILE (e.g. configs/tiny.yaml) or --resume RUN_DIR")
+    cfg = load_config(config, overrides)
+    trainer = Trainer(cfg, console)  # loads and checks the data before any folder is made
+    run_dir = new_run_dir(cfg.log.dir, cfg.log.name, cfg.log.timestamp, overwrite)
+    write_run_info(cfg, run_dir)
+    return trainer.fit(run_dir)
+
+
+def default_prompt(chars: str) -> str:
+    return "\n" if "\n" in chars else chars[0]
+
+
+def sample(run: str | None, checkpoint: str | None, prompt: str | None, max_new_tokens: int,
+           opts: SamplingOptions, num_samples: int, seed: int, device_name: str, use_cache: bool = True) -> None:
+    opts.check()
+    if max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    if num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+    if prompt == "":
+        raise UserError("--prompt is empty; give at least one character, or leave it out to start from a newline")
+    device = resolve_device(device_name)
+    model, vocab, _, _ = load_model(resolve_checkpoint(run, checkpoint), device)
+    prompt = default_prompt(vocab.chars) if prompt is None else prompt
+    missing = vocab.unknown(prompt)
+    if missing:
+        raise UserError(f"the prompt has characters the model never saw: {' '.join(repr(c) for c in missing)}; "
+                        "remove them or train on text that has them")
+    generator = torch.Generator().manual_seed(seed)
+
+    def emit(token: int) -> None:
+        sys.stdout.write(vocab.chars[token])
+        sys.stdout.flush()
+
+    for i in range(num_samples):
+        if i:
+            sys.stdout.write("\n" + "-" * 40 + "\n")
+        sys.stdout.write(prompt)
+        generate(model, vocab.encode(prompt), max_new_tokens, opts, generator, use_cache=use_cache, on_token=emit)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def eval_(run: str | None, checkpoint: str | None, data: Path | None, device_name: str, console: Console) -> None:
+    device = resolve_device(device_name)
+    path = resolve_checkpoint(run, checkpoint)
+    model, vocab, cfg, _ = load_model(path, device)
+    if data is not None:
+        ids = vocab.encode(read_text(data))
+        if len(ids) < 2:
+            raise UserError(f"{data} is too short to evaluate; give at least two characters")
+        what = str(data)
+    else:
+        ids = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab).val
+        what = f"validation split of {cfg.data.path}"
+    result = summarise(*evaluate(model, ids, cfg.train.eval_batch_size, device))
+    console.print(f"{path} on {what} ({result.tokens:,} predictions):", highlight=False)
+    console.print(f"  val loss   {result.loss:.4f}\n  perplexity {result.perplexity:.3f}\n"
+                  f"  accuracy   {result.accuracy:.4f}", highlight=False)
+
+
+def runs(root: Path, console: Console) -> None:
+    folders = list_run_dirs(root)
+    if not folders:
+        console.print(f"no runs under {root}/ yet; start one with `attnlm train --config configs/tiny.yaml`")
+        return
+    table = Table(title=f"runs in {root}/")
+    for column, justify in (("run", "left"), ("epochs", "right"), ("steps", "right"),
+                            ("best val loss", "right"), ("time", "right"), ("status", "left")):
+        table.add_column(column, justify=justify)
+    for folder in folders:
+        s = summarise_run(folder)
+        best = f"{s.best_val:.4f}" if s.best_val is not None else "-"
+        table.add_row(folder.name, str(s.epochs), str(s.steps), best, f"{s.seconds:.1f}s",
+                      "finished" if s.finished else "incomplete (resumable)" if s.steps else "no epoch yet")
+    console.print(table)

@@ -1,0 +1,291 @@
+"""Typed configuration: defaults < YAML file < `--set` overrides, validated once."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attnlm.errors import UserError
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A dataclass field that carries its one-line documentation."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class DataConfig:
+    path: str = _f("data/shakespeare.txt", "UTF-8 text file to train on (relative to the working dir)")
+    val_fraction: float = _f(0.1, "fraction of the text, taken from its end, held out for validation")
+
+
+@dataclass
+class ModelConfig:
+    block_size: int = _f(64, "context length in characters")
+    n_layer: int = _f(4, "number of attention blocks")
+    n_head: int = _f(4, "attention heads per block")
+    n_embd: int = _f(128, "embedding width; must be divisible by n_head")
+    dropout: float = _f(0.0, "dropout on residual branches and embeddings, in [0, 1)")
+    mlp: bool = _f(True, "add an MLP after attention in each block (off: pure attention stack)")
+    mlp_ratio: int = _f(4, "MLP hidden width as a multiple of n_embd")
+    activation: str = _f("gelu", "MLP activation: gelu or relu2 (ReLU squared)")
+    pos: str = _f("learned", "position information: learned (absolute embeddings) or rope (rotary)")
+    norm: str = _f("layernorm", "normalisation: layernorm or rmsnorm")
+    qk_norm: bool = _f(False, "RMS-normalise queries and keys per head before the dot product")
+    tie_weights: bool = _f(False, "share the token embedding matrix with the output head")
+    bias: bool = _f(False, "use biases in linear layers and norms")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = _f(32, "sequences per optimizer step (per process)")
+    epochs: int = _f(5, "epochs to train; an epoch is one pass over the training characters")
+    steps_per_epoch: int | None = _f(None, "optimizer steps per epoch (default: one pass over the data)")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps in total")
+    max_time: float | None = _f(None, "stop after this many seconds of wall time (also anneals the LR)")
+    lr: float = _f(1e-3, "peak learning rate")
+    min_lr: float = _f(1e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _f(100, "steps of linear learning-rate warmup")
+    weight_decay: float = _f(0.1, "AdamW weight decay (applied to weight matrices only)")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.99, "AdamW beta2")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this value (0: off)")
+    grad_accum_steps: int = _f(1, "micro-batches per optimizer step")
+    seed: int = _f(1337, "seed for weights, batches and dropout")
+    device: str = _f("auto", "auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it")
+    compile: bool = _f(False, "torch.compile the blocks (costs compile time up front)")
+    eval_batch_size: int = _f(64, "windows per batch in the full validation pass")
+    checkpoint_every: int | None = _f(None, "also write last.pt every this many steps mid-epoch")
+
+
+@dataclass
+class LogConfig:
+    dir: str = _f("runs", "folder that holds run folders")
+    name: str | None = _f(None, "run name (default: the config file's stem)")
+    timestamp: bool = _f(True, "append -YYYYmmdd-HHMMSS to the run folder name")
+    tensorboard: bool = _f(True, "write TensorBoard event files into the run folder")
+    sample_chars: int = _f(200, "characters of text sampled at the end of each epoch and of training")
+    sample_prompt: str = _f("\n", "prompt for those samples")
+    probe_text: str | None = _f(None, "text whose attention is logged as images (default: from val)")
+    print_every: int = _f(10, "steps between live loss updates on the progress bar")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "log": LogConfig,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.activation": ("gelu", "relu2"),
+    "model.pos": ("learned", "rope"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "train.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _field_type(cls: type, name: str) -> tuple[type, bool]:
+    """The base type of a field and whether it may be None."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        base = next(a for a in args if a is not type(None))
+        return base, type(None) in args
+    return hint, False
+
+
+def _coerce(key: str, value: Any, cls: type, name: str) -> Any:
+    base, optional = _field_type(cls, name)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"config key '{key}' must be a {base.__name__}, not empty/null")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-3` (no dot) as a string; accept any float literal.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif base is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[base]
+    raise UserError(f"config key '{key}' must be {kind}, got {value!r}")
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None:
+    if section not in SECTIONS:
+        raise UserError(
+            f"unknown config section '{section}' in {origin}{_suggest(section, SECTIONS)}; "
+            f"sections are {', '.join(SECTIONS)}"
+        )
+    cls = SECTIONS[section]
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        raise UserError(f"unknown config key '{section}.{key}' in {origin}{_suggest(key, names)}")
+    setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, cls, key))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} (pass an existing file, e.g. configs/tiny.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"YAML syntax error in {path}{where}: {e.problem}; fix the file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config {path}: {e}; fix the file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path} must be a mapping of sections (data, model, train, log)")
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`section.key=value` with the value read as a YAML scalar."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--set expects section.key=value, got '{text}' (e.g. --set train.lr=3e-4)")
+    lhs, rhs = text.split("=", 1)
+    section, key = lhs.strip().split(".", 1)
+    try:
+        value = yaml.safe_load(rhs) if rhs.strip() else None
+    except yaml.YAMLError:
+        value = rhs
+    if isinstance(value, (dict, list)):
+        value = rhs
+    return section, key, value
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), base: Config | None = None) -> Config:
+    """Merge defaults (or `base`), the YAML file and `--set` overrides, then validate."""
+    cfg = copy.deepcopy(base) if base is not None else Config()
+    if path is not None:
+        path = Path(path)
+        for section, values in _read_yaml(path).items():
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise UserError(f"config section '{section}' in {path} must be a mapping of keys")
+            for key, value in values.items():
+                _apply(cfg, str(section), str(key), value, str(path))
+        if cfg.log.name is None:
+            cfg.log.name = path.stem
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _apply(cfg, section, key, value, "--set")
+    if cfg.log.name is None:
+        cfg.log.name = "run"
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a config saved with a run or checkpoint (same checks as a file)."""
+    cfg = Config()
+    for section, values in raw.items():
+        for key, value in (values or {}).items():
+            _apply(cfg, section, key, value, "saved config")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    m, t, d = cfg.model, cfg.train, cfg.data
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise UserError(msg)
+
+    for key, value in CHOICES.items():
+        section, name = key.split(".")
+        actual = getattr(getattr(cfg, section), name)
+        need(actual in value, f"config key '{key}' must be one of {', '.join(value)}, got '{actual}'")
+    positive = {
+        "model.block_size": m.block_size, "model.n_layer": m.n_layer, "model.n_head": m.n_head,
+        "model.n_embd": m.n_embd, "model.mlp_ratio": m.mlp_ratio, "train.batch_size": t.batch_size,
+        "train.epochs": t.epochs, "train.grad_accum_steps": t.grad_accum_steps,
+        "train.eval_batch_size": t.eval_batch_size, "train.lr": t.lr, "log.print_every": cfg.log.print_every,
+    }
+    optional_positive = {
+        "train.steps_per_epoch": t.steps_per_epoch, "train.max_steps": t.max_steps,
+        "train.max_time": t.max_time, "train.checkpoint_every": t.checkpoint_every,
+    }
+    for key, value in positive.items():
+        need(value > 0 and math.isfinite(value), f"config key '{key}' must be positive, got {value}")
+    for key, value in optional_positive.items():
+        need(value is None or (value > 0 and math.isfinite(value)),
+             f"config key '{key}' must be positive or null, got {value}")
+    for key, value in {"train.min_lr": t.min_lr, "train.warmup_steps": t.warmup_steps,
+                       "train.weight_decay": t.weight_decay, "train.grad_clip": t.grad_clip,
+                       "log.sample_chars": cfg.log.sample_chars}.items():
+        need(value >= 0 and math.isfinite(value), f"config key '{key}' must be >= 0, got {value}")
+    need(t.min_lr <= t.lr, f"config key 'train.min_lr' ({t.min_lr}) must not exceed train.lr ({t.lr})")
+    need(0.0 <= m.dropout < 1.0, f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
+    need(0.0 < d.val_fraction < 1.0, f"config key 'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
+    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2}.items():
+        need(0.0 <= value < 1.0, f"config key '{key}' must be in [0, 1), got {value}")
+    need(m.n_embd % m.n_head == 0,
+         f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); change one of them")
+    head = m.n_embd // m.n_head
+    need(m.pos != "rope" or head % 2 == 0,
+         f"rotary positions need an even head size, got n_embd/n_head = {head}; change n_embd or n_head")
+    need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+         f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got '{t.device}'")
+    need(bool(cfg.log.name) and "/" not in cfg.log.name and cfg.log.name not in (".", ".."),
+         f"log.name must be a plain folder name, got '{cfg.log.name}'")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def reference() -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every field: the README's config reference is generated from this."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{section}.{f.name}", repr(f.default), f.metadata["doc"]))
+    return rows

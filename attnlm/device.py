@@ -1,0 +1,53 @@
+"""Picking the device and the autocast precision."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from attnlm.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device is '{name}' but CUDA is not available here; use --set train.device=cpu")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"train.device is '{name}' but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return device
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU does bf16 matmuls natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    if precision == "fp32":
+        return False
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        if precision == "bf16" and not supported:
+            raise UserError("train.precision is bf16 but this GPU does not support it; use fp32")
+        return supported
+    if precision == "bf16":
+        if not cpu_has_bf16():
+            raise UserError("train.precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
+        return True
+    return False  # auto on CPU: fp32 (bf16 autocast measured no faster for models this small)
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -1,0 +1,57 @@
+"""Deterministic evaluation: every next-character prediction of a text counts exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from attnlm.data import eval_windows
+from attnlm.model import AttnLM
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0))
+
+
+@torch.no_grad()
+def evaluate(model: AttnLM, data: torch.Tensor, batch_size: int, device: torch.device,
+             autocast: contextlib.AbstractContextManager | None = None,
+             shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed loss, correct predictions and count over `data`, as device tensors (no host sync).
+
+    `shard` = (rank, world) evaluates every world-th batch so processes can split the pass.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = torch.zeros((), device=device, dtype=torch.long)
+    rank, world = shard
+    for i, (x, y) in enumerate(eval_windows(data, model.cfg.block_size, batch_size)):
+        if i % world != rank:
+            continue
+        x, y = x.to(device), y.to(device)
+        with autocast or contextlib.nullcontext():
+            logits, _ = model(x)  # (B, T, V)
+        logits = logits.float().flatten(0, 1)
+        loss_sum += F.cross_entropy(logits, y.flatten(), reduction="sum").double()
+        correct += (logits.argmax(-1) == y.flatten()).sum()
+        count += y.numel()
+    model.train(was_training)
+    return loss_sum, correct, count
+
+
+def summarise(loss_sum: torch.Tensor, correct: torch.Tensor, count: torch.Tensor) -> EvalResult:
+    n = int(count)
+    return EvalResult(loss=float(loss_sum) / n, accuracy=int(correct) / n, tokens=n)

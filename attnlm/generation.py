@@ -1,0 +1,99 @@
+"""Text generation with a key/value cache, temperature, top-k and top-p."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from attnlm.errors import UserError
+from attnlm.model import AttnLM, KVCache
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def check(self) -> None:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def next_token_probs(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
+    """logits (V,) -> probabilities (V,) after temperature, top-k and top-p (nucleus) filtering."""
+    logits = logits.float() / opts.temperature
+    if opts.top_k is not None and opts.top_k < logits.numel():
+        kth = torch.topk(logits, opts.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if opts.top_p is not None and opts.top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the most likely token always survives).
+        drop = sorted_probs.cumsum(0) - sorted_probs >= opts.top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        probs = probs / probs.sum()
+    return probs
+
+
+def context_start(n_tokens: int, anchor: int, block_size: int) -> int:
+    """Where the model's context begins. Once it would exceed block_size it slides forward to keep the
+    last half window, so a cache can be refilled once per block_size / 2 characters instead of every one.
+    Both generation paths follow this rule, which is what makes their outputs identical."""
+    if n_tokens - anchor > block_size:
+        return n_tokens - block_size // 2
+    return anchor
+
+
+@torch.no_grad()
+def generate(
+    model: AttnLM,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    opts: SamplingOptions,
+    generator: torch.Generator,
+    use_cache: bool = True,
+    on_token: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Continue `prompt` (1-D token ids) by `max_new_tokens` sampled tokens; returns only the new ones.
+
+    With `use_cache` each step feeds one new position through the model; without it every step
+    recomputes the whole context (the reference the cache is tested against).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    block = model.cfg.block_size
+    tokens = prompt.tolist()
+    anchor = context_start(len(tokens), 0, block)
+    cache: KVCache | None = None
+    dtype = next(model.parameters()).dtype
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        start = context_start(len(tokens), anchor, block)
+        if not use_cache:
+            idx = torch.tensor([tokens[start:]], device=device)
+            logits, _ = model(idx)
+        elif cache is None or start != anchor:
+            cache = KVCache.empty(model.cfg, 1, device, dtype)
+            logits, _ = model(torch.tensor([tokens[start:]], device=device), cache)  # refill
+        else:
+            logits, _ = model(torch.tensor([tokens[-1:]], device=device), cache)  # one new position
+        anchor = start
+        probs = next_token_probs(logits[0, -1], opts).cpu()
+        token = int(torch.multinomial(probs, 1, generator=generator))
+        tokens.append(token)
+        new.append(token)
+        if on_token is not None:
+            on_token(token)
+    model.train(was_training)
+    return torch.tensor(new, dtype=torch.long)

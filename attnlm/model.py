@@ -1,0 +1,253 @@
+"""The character-level attention language model.
+
+Embedding (+ positions) -> n_layer x [x + Attn(Norm(x)); x + MLP(Norm(x))] -> Norm -> linear head.
+Shapes use B = batch, T = time (characters), C = n_embd, H = n_head, D = head size (C / H).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnlm.config import ModelConfig
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Q K^T / sqrt(d): how well each query matches each key. q, k: (..., T, D) -> (..., T, T)."""
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Mask the future (a position never sees a later one), then softmax so each row sums to 1."""
+    T = scores.shape[-1]
+    future = torch.ones(T, T, dtype=torch.bool, device=scores.device).triu(1)
+    return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)  # (..., T, T)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention written out, the way the seed documents teach it.
+
+    q, k, v: (..., T, D). Returns the output (..., T, D) and the weights (..., T, T).
+    """
+    weights = causal_softmax(attention_scores(q, k))
+    return weights @ v, weights
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding: rotates pairs of q/k features by a position-dependent angle."""
+
+    def __init__(self, head_size: int, max_len: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)  # (D/2,)
+        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T_max, D/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        T = x.shape[-2]
+        cos = self.cos[start : start + T].to(x.dtype)  # (T, D/2)
+        sin = self.sin[start : start + T].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., T, D/2)
+        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., T, D/2, 2)
+        return out.flatten(-2)  # (..., T, D)
+
+
+def make_norm(kind: str, size: int, bias: bool) -> nn.Module:
+    return nn.RMSNorm(size) if kind == "rmsnorm" else nn.LayerNorm(size, bias=bias)
+
+
+class SelfAttention(nn.Module):
+    """One causal head of self-attention: Q, K, V projections, softmax(Q K^T / sqrt(d)) V."""
+
+    def __init__(self, n_embd: int, head_size: int, rotary: Rotary | None = None,
+                 qk_norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.rotary = rotary
+        self.qk_norm = qk_norm
+
+    def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every intermediate tensor of the head, for teaching views. x: (B, T, C)."""
+        q, k, v = self.query(x), self.key(x), self.value(x)  # (B, T, D) each
+        if self.qk_norm is not None:
+            q, k = self.qk_norm(q), self.qk_norm(k)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        scores = attention_scores(q, k)  # (B, T, T)
+        weights = causal_softmax(scores)  # (B, T, T)
+        out = weights @ v  # (B, T, D)
+        return {"q": q, "k": k, "v": v, "scores": scores, "weights": weights, "out": out}
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        s = self.stages(x)
+        return (s["out"], s["weights"]) if return_weights else s["out"]
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for positions [0, length), so a new character costs one position."""
+
+    k: list[torch.Tensor]  # per layer (B, H, T_max, D)
+    v: list[torch.Tensor]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        shape = (batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
+                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)])
+
+
+class MultiHeadAttention(nn.Module):
+    """n_head SelfAttention heads computed together, then an output projection."""
+
+    def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_size = cfg.n_embd // cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # all heads' Q, K, V at once
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.qk_norm = nn.RMSNorm(self.head_size) if cfg.qk_norm else None
+        self.rotary = rotary
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) each
+        q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if self.qk_norm is not None:
+            q, k = self.qk_norm(q), self.qk_norm(k)
+        start = cache.length if cache is not None else 0
+        if self.rotary is not None:
+            q, k = self.rotary(q, start), self.rotary(k, start)
+        weights = None
+        if cache is not None:
+            cache.k[layer][:, :, start : start + T] = k
+            cache.v[layer][:, :, start : start + T] = v
+            k, v = cache.k[layer][:, :, : start + T], cache.v[layer][:, :, : start + T]  # (B, H, S, D)
+        if explicit:
+            if start != 0:
+                raise ValueError("the explicit path does not use a filled cache")
+            y, weights = causal_attention(q, k, v)  # (B, H, T, D), (B, H, T, T)
+        elif start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached key
+        else:
+            S = start + T
+            visible = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(start)  # (T, S)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
+        return self.dropout(self.proj(y)), weights
+
+    def head(self, h: int) -> SelfAttention:
+        """Head `h` as a standalone SelfAttention with this layer's weights (shares nothing mutable)."""
+        C, D = self.qkv.in_features, self.head_size
+        sa = SelfAttention(C, D, rotary=self.rotary, qk_norm=self.qk_norm)
+        w = self.qkv.weight.detach()  # (3C, C): rows [0, C) are Q, [C, 2C) K, [2C, 3C) V
+        rows = slice(h * D, (h + 1) * D)
+        with torch.no_grad():
+            sa.query.weight.copy_(w[:C][rows])
+            sa.key.weight.copy_(w[C : 2 * C][rows])
+            sa.value.weight.copy_(w[2 * C :][rows])
+        if self.qkv.bias is not None:
+            raise ValueError("head() needs a bias-free Q/K/V projection (model.bias: false)")
+        return sa.to(w.device)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
+        self.down = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.activation = cfg.activation
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)  # (B, T, r*C)
+        h = F.relu(h).square() if self.activation == "relu2" else F.gelu(h)
+        return self.dropout(self.down(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Residual connection around normalised attention, then (optionally) around an MLP."""
+
+    def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
+        super().__init__()
+        self.norm1 = make_norm(cfg.norm, cfg.n_embd, cfg.bias)
+        self.attn = MultiHeadAttention(cfg, rotary)
+        self.norm2 = make_norm(cfg.norm, cfg.n_embd, cfg.bias) if cfg.mlp else None
+        self.mlp = MLP(cfg) if cfg.mlp else None
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.norm1(x), cache, layer, explicit)
+        x = x + a  # (B, T, C)
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))
+        return x, weights
+
+
+class AttnLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        head_size = cfg.n_embd // cfg.n_head
+        rotary = Rotary(head_size, cfg.block_size) if cfg.pos == "rope" else None
+        self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, rotary) for _ in range(cfg.n_layer))
+        self.norm_f = make_norm(cfg.norm, cfg.n_embd, cfg.bias)
+        self.head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.head.weight = self.tok_emb.weight
+        self.apply(self._init)
+        # Residual projections start small so the residual stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token embeddings plus learned positions (rotary positions act inside attention). idx: (B, T)."""
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            pos = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
+            x = x + self.pos_emb(pos)  # (B, T, C) + (T, C)
+        return self.drop(x)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
+                return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """idx: (B, T) -> logits (B, T, V); with return_attention, each layer's weights (B, H, T, T)
+        from the explicit path."""
+        start = cache.length if cache is not None else 0
+        if start + idx.shape[1] > self.cfg.block_size:
+            raise ValueError(f"sequence of {start + idx.shape[1]} exceeds block_size {self.cfg.block_size}")
+        x = self.embed(idx, start)
+        attention = []
+        for layer, block in enumerate(self.blocks):
+            x, weights = block(x, cache, layer, explicit=return_attention)
+            if weights is not None:
+                attention.append(weights)
+        if cache is not None:
+            cache.length += idx.shape[1]
+        logits = self.head(self.norm_f(x))  # (B, T, V)
+        return logits, attention

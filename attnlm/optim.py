@@ -1,0 +1,35 @@
+"""AdamW with weight decay on matrices only, and the warmup + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attnlm.config import TrainConfig
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Norm gains and biases are vectors; decaying them toward 0 only hurts, so they get no decay.
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int, elapsed: float = 0.0) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr.
+
+    Progress is the larger of the step fraction and, with max_time, the time fraction, so a run
+    bounded by wall time still ends annealed.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    if cfg.max_time:
+        progress = max(progress, elapsed / cfg.max_time)
+    progress = min(1.0, progress)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))

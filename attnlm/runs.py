@@ -1,0 +1,107 @@
+"""Run folders: creating them without ever clobbering one, finding them, summarising them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlm.errors import UserError
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -> Path:
+    """Create `<root>/<name>[-YYYYmmdd-HHMMSS]`, refusing to reuse an existing folder unless asked."""
+    folder = Path(root) / (f"{name}-{time.strftime('%Y%m%d-%H%M%S')}" if timestamp else name)
+    if folder.exists():
+        if not overwrite:
+            raise UserError(
+                f"run folder {folder} already exists; continue it with --resume {folder}, "
+                "replace it with --overwrite, or pick another --name"
+            )
+        shutil.rmtree(folder)
+    (folder / "checkpoints").mkdir(parents=True)
+    return folder
+
+
+def git_commit(cwd: Path) -> str | None:
+    """The project's commit (with `+dirty` for uncommitted changes), when it is a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def list_run_dirs(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if (p / "checkpoints").is_dir()), key=lambda p: p.stat().st_mtime)
+
+
+def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path = "runs") -> Path:
+    """The checkpoint a command should read: --checkpoint, else best.pt of --run, else the newest run."""
+    if checkpoint and run:
+        raise UserError("give either --run or --checkpoint, not both")
+    if checkpoint:
+        return Path(checkpoint)
+    if run:
+        folder = Path(run)
+        if not folder.is_dir():
+            raise UserError(f"run folder not found: {folder}; `attnlm runs` lists the runs")
+    else:
+        runs = [p for p in list_run_dirs(root) if any((p / "checkpoints").glob("*.pt"))]
+        if not runs:
+            raise UserError(f"no trained run under {root}/; train one first with `attnlm train --config configs/tiny.yaml`")
+        folder = runs[-1]
+    for name in ("best.pt", "last.pt"):
+        if (folder / "checkpoints" / name).is_file():
+            return folder / "checkpoints" / name
+    raise UserError(f"run {folder} has no checkpoint yet (checkpoints/best.pt or last.pt); train it first")
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    epochs: int
+    steps: int
+    best_val: float | None
+    seconds: float
+    finished: bool
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill: everything before it is good
+    return rows
+
+
+def summarise(folder: Path) -> RunSummary:
+    rows = [r for r in read_metrics(folder) if r.get("kind") == "epoch"]
+    vals = [r["val_loss"] for r in rows]
+    finished = (folder / SUMMARY_FILE).exists()
+    return RunSummary(
+        path=folder,
+        epochs=len(rows),
+        steps=rows[-1]["step"] if rows else 0,
+        best_val=min(vals) if vals else None,
+        seconds=rows[-1]["elapsed"] if rows else 0.0,
+        finished=finished,
+    )

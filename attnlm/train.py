@@ -1,0 +1,346 @@
+"""The training loop: steps, epochs, evaluation, reporting, checkpoints, interrupts."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from tqdm import tqdm
+
+from attnlm import checkpoint as ckpt
+from attnlm.config import Config, save_config
+from attnlm.data import BatchSampler, Corpus, Vocab, load_corpus, steps_per_epoch
+from attnlm.device import autocast, resolve_device, use_bf16
+from attnlm.errors import NumericalError
+from attnlm.evaluate import evaluate, summarise
+from attnlm.generation import SamplingOptions, generate
+from attnlm.model import AttnLM
+from attnlm.optim import build_optimizer, learning_rate
+from attnlm.report import EpochStats, EpochTable, loss_chart, observation
+from attnlm.runs import METRICS_FILE, SUMMARY_FILE, git_commit
+from attnlm.tblog import TBLogger
+
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a resumed run needs besides weights and optimizer moments."""
+
+    step: int = 0
+    epoch: int = 1
+    step_in_epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    elapsed: float = 0.0  # training wall time of earlier sessions of this run
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_count: int = 0
+    epoch_train_time: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def prepare(cfg: Config, vocab: Vocab | None = None) -> tuple[Corpus, AttnLM, torch.device, bool]:
+    """Data, model and device for a config (weights seeded by train.seed)."""
+    device = resolve_device(cfg.train.device)
+    bf16 = use_bf16(device, cfg.train.precision)
+    corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab)
+    torch.manual_seed(cfg.train.seed)
+    model = AttnLM(cfg.model, corpus.vocab.size).to(device)
+    return corpus, model, device, bf16
+
+
+class Trainer:
+    def __init__(self, cfg: Config, console: Console, resume: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.console = console
+        self.run_dir = Path(cfg.log.dir)  # set by fit()
+        vocab = Vocab(resume["vocab"]) if resume else None
+        self.corpus, self.model, self.device, self.bf16 = prepare(cfg, vocab)
+        self.optimizer = build_optimizer(self.model, cfg.train, self.device)
+        t = cfg.train
+        self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size, t.seed)
+        self.steps_per_epoch = t.steps_per_epoch or steps_per_epoch(
+            len(self.corpus.train), t.batch_size * t.grad_accum_steps, cfg.model.block_size)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        self.state = TrainState()
+        self.stop_signal: int | None = None
+        self.last_eval_seconds = 0.0
+        if resume:
+            self._restore(resume)
+        if t.compile:
+            for block in self.model.blocks:
+                block.compile(dynamic=False)
+        self.resumed = resume is not None
+        self.table = EpochTable(console)
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "vocab": self.corpus.vocab.chars,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": asdict(self.state),
+            "rng": {"torch": torch.get_rng_state(), "data": self.sampler.state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "meta": {"torch": torch.__version__, "device": str(self.device), "bf16": self.bf16,
+                     "params": self.model.num_params()},
+        }
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainState(**payload["state"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        self.sampler.set_state(payload["rng"]["data"])
+        if self.device.type == "cuda" and payload["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+
+    def save(self, best: bool = False) -> None:
+        payload = self._payload()
+        folder = self.run_dir / "checkpoints"
+        ckpt.save_checkpoint(payload, folder / "last.pt")
+        if best:
+            ckpt.save_checkpoint(payload, folder / "best.pt")
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def _elapsed(self, started: float) -> float:
+        return self.state.elapsed + time.perf_counter() - started
+
+    def _out_of_time(self, started: float) -> bool:
+        budget = self.cfg.train.max_time
+        # Keep room for the final evaluation so the whole run, evaluation included, fits the budget.
+        return bool(budget) and self._elapsed(started) + self.last_eval_seconds >= budget
+
+    def _step(self, started: float) -> tuple[torch.Tensor, torch.Tensor]:
+        t, st = self.cfg.train, self.state
+        lr = learning_rate(t, st.step, self.total_steps, self._elapsed(started))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for _ in range(t.grad_accum_steps):
+            x, y = self.sampler.next()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with autocast(self.device, self.bf16):
+                logits, _ = self.model(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            (loss / t.grad_accum_steps).backward()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(-1) == y).sum()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        if not (torch.isfinite(loss_sum) and torch.isfinite(grad_norm)):
+            last = self.run_dir / "checkpoints" / "last.pt"
+            where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+            what = "loss" if not torch.isfinite(loss_sum) else "gradient norm"
+            raise NumericalError(
+                f"non-finite {what} at step {st.step + 1}; training stopped before the update ({where}); "
+                "lower train.lr or raise train.warmup_steps"
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / t.grad_accum_steps, correct
+
+    def fit(self, run_dir: Path) -> int:
+        """Train into `run_dir` until epochs, max_steps or max_time run out; returns the exit code."""
+        self.run_dir = run_dir
+        ckpt.remove_leftovers(run_dir / "checkpoints")
+        self.tb = TBLogger(run_dir, self.cfg.log.tensorboard, purge_step=self.state.step if self.resumed else None)
+        handlers = self._install_signal_handlers()
+        try:
+            return self._fit()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+            self.tb.close()
+
+    def _fit(self) -> int:
+        t, st = self.cfg.train, self.state
+        started = time.perf_counter()
+        self._print_header()
+        stopped = False
+        while st.epoch <= t.epochs and not stopped:
+            bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, desc=f"epoch {st.epoch}",
+                       leave=False, disable=None, dynamic_ncols=True, file=sys.stderr)
+            epoch_loss = torch.zeros((), device=self.device, dtype=torch.float64)
+            epoch_correct = torch.zeros((), device=self.device, dtype=torch.long)
+            steps_before = st.step_in_epoch
+            step_clock = time.perf_counter()
+            while st.step_in_epoch < self.steps_per_epoch:
+                if (t.max_steps and st.step >= t.max_steps) or self._out_of_time(started):
+                    stopped = True
+                    break
+                loss, correct = self._step(started)
+                epoch_loss += loss
+                epoch_correct += correct
+                st.step += 1
+                st.step_in_epoch += 1
+                bar.update(1)
+                if st.step % self.cfg.log.print_every == 0:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                if self.stop_signal is not None or (t.checkpoint_every and st.step % t.checkpoint_every == 0
+                                                    and st.step_in_epoch < self.steps_per_epoch):
+                    self._fold_epoch_totals(epoch_loss, epoch_correct, st.step_in_epoch - steps_before, step_clock)
+                    epoch_loss.zero_()
+                    epoch_correct.zero_()
+                    steps_before, step_clock = st.step_in_epoch, time.perf_counter()
+                    if self.stop_signal is not None:
+                        bar.close()
+                        return self._interrupted(started)
+                    self.save()
+            bar.close()
+            self._fold_epoch_totals(epoch_loss, epoch_correct, st.step_in_epoch - steps_before, step_clock)
+            if st.step_in_epoch > 0:
+                self._end_epoch(started, final=stopped or st.epoch == t.epochs
+                                or bool(t.max_steps and st.step >= t.max_steps))
+            if self.stop_signal is not None:
+                return self._interrupted(started)
+        self._finish(started)
+        return 0
+
+    def _fold_epoch_totals(self, loss: torch.Tensor, correct: torch.Tensor, steps: int, since: float) -> None:
+        st, t = self.state, self.cfg.train
+        st.epoch_loss_sum += float(loss)
+        st.epoch_correct += int(correct)
+        st.epoch_count += steps * t.grad_accum_steps * t.batch_size * self.cfg.model.block_size
+        st.epoch_train_time += time.perf_counter() - since
+
+    def _end_epoch(self, started: float, final: bool) -> None:
+        st, t = self.state, self.cfg.train
+        eval_start = time.perf_counter()
+        val = summarise(*evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
+                                  autocast(self.device, self.bf16)))
+        self.last_eval_seconds = time.perf_counter() - eval_start
+        steps = st.step_in_epoch
+        stats = EpochStats(
+            epoch=st.epoch, step=st.step,
+            train_loss=st.epoch_loss_sum / steps,
+            train_accuracy=st.epoch_correct / max(1, st.epoch_count),
+            val_loss=val.loss, val_accuracy=val.accuracy,
+            lr=self.optimizer.param_groups[0]["lr"],
+            seconds=st.epoch_train_time + self.last_eval_seconds,
+            elapsed=self._elapsed(started),
+            tokens_per_s=st.epoch_count / max(1e-9, st.epoch_train_time),
+        )
+        improved = stats.val_loss < st.best_val
+        if improved:
+            st.best_val, st.best_epoch = stats.val_loss, stats.epoch
+        st.history.append(stats.to_dict())
+        history = [EpochStats(**{k: v for k, v in h.items() if k != "kind"}) for h in st.history]
+        self.table.add(stats, observation(history, final))
+        self.tb.scalars(st.step, {
+            "loss/train": stats.train_loss, "loss/val": stats.val_loss,
+            "accuracy/train": stats.train_accuracy, "accuracy/val": stats.val_accuracy,
+            "lr": stats.lr, "throughput/tokens_per_s": stats.tokens_per_s,
+        })
+        if self.cfg.log.sample_chars:
+            self.tb.text("sample", self.sample(self.cfg.log.sample_chars), st.step)
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(stats.to_dict()) + "\n")
+        st.epoch += 1
+        st.step_in_epoch = 0
+        st.epoch_loss_sum, st.epoch_correct, st.epoch_count, st.epoch_train_time = 0.0, 0, 0, 0.0
+        self.save(best=improved)
+        self.tb.flush()
+
+    def sample(self, n: int, stream: bool = False) -> str:
+        vocab = self.corpus.vocab
+        prompt = self.cfg.log.sample_prompt if not vocab.unknown(self.cfg.log.sample_prompt) else vocab.chars[0]
+        generator = torch.Generator().manual_seed(self.cfg.train.seed)
+
+        def emit(token: int) -> None:
+            sys.stdout.write(vocab.chars[token])
+            sys.stdout.flush()
+
+        ids = generate(self.model, vocab.encode(prompt), n, SamplingOptions(temperature=0.8), generator,
+                       on_token=emit if stream else None)
+        return prompt + vocab.decode(ids)
+
+    # ----- start and end -----------------------------------------------------------------------
+    def _print_header(self) -> None:
+        m, st = self.cfg.model, self.state
+        params = self.model.num_params()
+        what = "resuming" if st.step else "training"
+        self.console.print(
+            f"[bold]attnlm[/bold] {what} {self.run_dir}: {params / 1e6:.2f}M parameters "
+            f"({m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size}, "
+            f"{m.pos} positions{', MLP' if m.mlp else ', attention only'}) on {self.device}"
+            f"{' bf16' if self.bf16 else ''}; vocab {self.corpus.vocab.size}, "
+            f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars; "
+            f"{self.steps_per_epoch} steps per epoch" + (f", from step {st.step}" if st.step else ""),
+            highlight=False,
+        )
+
+    def _finish(self, started: float) -> None:
+        st = self.state
+        st.elapsed = self._elapsed(started)
+        losses = [h["val_loss"] for h in st.history]
+        self.console.print()
+        self.console.print(loss_chart(losses), highlight=False)
+        if st.history:
+            best = st.history[st.best_epoch - 1]
+            self.console.print(
+                f"\nbest epoch {st.best_epoch}: val loss {best['val_loss']:.4f}, accuracy "
+                f"{best['val_accuracy']:.3f} (perplexity {math.exp(best['val_loss']):.2f}); "
+                f"{st.step} steps in {st.elapsed:.1f}s", highlight=False)
+            last = st.history[-1]
+            self.tb.hparams({**{f"model.{k}": v for k, v in asdict(self.cfg.model).items()},
+                             **{f"train.{k}": v for k, v in asdict(self.cfg.train).items()}},
+                            {"hparam/best_val_loss": st.best_val, "hparam/final_val_loss": last["val_loss"],
+                             "hparam/final_val_accuracy": last["val_accuracy"]}, st.step)
+        summary = {"best_val_loss": st.best_val, "best_epoch": st.best_epoch, "steps": st.step,
+                   "epochs": len(st.history), "seconds": st.elapsed}
+        (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        self.console.print(f"run saved in {self.run_dir}/ (checkpoints/best.pt, checkpoints/last.pt, "
+                           f"TensorBoard: tensorboard --logdir {self.run_dir.parent})", highlight=False)
+        if self.cfg.log.sample_chars:
+            self.console.print("\n[bold]sample[/bold] (temperature 0.8):")
+            self.sample(self.cfg.log.sample_chars, stream=True)
+            sys.stdout.write("\n")
+
+    # ----- interrupts --------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def handle(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:
+                # Second signal: leave now. Checkpoints are renamed into place whole, so none is torn.
+                os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
+            self.stop_signal = signum
+
+        old = {}
+        for sig in EXIT_SIGNAL:
+            try:
+                old[sig] = signal.signal(sig, handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return old
+
+    def _interrupted(self, started: float) -> int:
+        self.state.elapsed = self._elapsed(started)
+        self.save()
+        self.tb.flush()
+        name = signal.Signals(self.stop_signal).name
+        self.console.print(
+            f"\n{name}: stopped at step {self.state.step} and saved {self.run_dir}/checkpoints/last.pt; "
+            f"resume with: attnlm train --resume {self.run_dir}", highlight=False)
+        return EXIT_SIGNAL[self.stop_signal]
+
+
+def write_run_info(cfg: Config, run_dir: Path) -> None:
+    save_config(cfg, run_dir / "config.yaml")
+    info = {"torch": torch.__version__, "device": str(resolve_device(cfg.train.device)),
+            "git_commit": git_commit(Path(__file__).resolve().parent.parent),
+            "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
