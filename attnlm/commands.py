@@ -109,12 +109,13 @@ def runs(root: Path, console: Console) -> None:
         console.print(f"no runs under {root}/ yet; start one with `attnlm train --config configs/tiny.yaml`")
         return
     table = Table(title=f"runs in {root}/")
-    for column, justify in (("run", "left"), ("epochs", "right"), ("steps", "right"),
-                            ("best val loss", "right"), ("time", "right"), ("status", "left")):
-        table.add_column(column, justify=justify)
+    table.add_column("run", no_wrap=True)
+    for column in ("epochs", "steps", "best val", "time"):
+        table.add_column(column, justify="right")
+    table.add_column("status")
     for folder in folders:
         s = summarise_run(folder)
         best = f"{s.best_val:.4f}" if s.best_val is not None else "-"
         table.add_row(folder.name, str(s.epochs), str(s.steps), best, f"{s.seconds:.1f}s",
-                      "finished" if s.finished else "incomplete (resumable)" if s.steps else "no epoch yet")
+                      "finished" if s.finished else "resumable" if s.steps else "no epoch yet")
     console.print(table)

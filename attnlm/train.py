@@ -96,7 +96,7 @@ class Trainer:
             "state": asdict(self.state),
             "rng": {"torch": torch.get_rng_state(), "data": self.sampler.state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
-            "meta": {"torch": torch.__version__, "device": str(self.device), "bf16": self.bf16,
+            "meta": {"torch": str(torch.__version__), "device": str(self.device), "bf16": self.bf16,
                      "params": self.model.num_params()},
         }
 
@@ -340,7 +340,7 @@ class Trainer:
 
 def write_run_info(cfg: Config, run_dir: Path) -> None:
     save_config(cfg, run_dir / "config.yaml")
-    info = {"torch": torch.__version__, "device": str(resolve_device(cfg.train.device)),
+    info = {"torch": str(torch.__version__), "device": str(resolve_device(cfg.train.device)),
             "git_commit": git_commit(Path(__file__).resolve().parent.parent),
             "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
