@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train tiny character-level attention language models and look inside them.")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare training corpora.")
 app.add_typer(data_app, name="data")
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 RunOpt = typer.Option(None, "--run", help="run folder (default: the newest under runs/)")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="checkpoint file (instead of --run)")
@@ -73,6 +73,52 @@ def runs(root: Path = typer.Option(Path("runs"), "--dir", help="folder holding t
     commands.runs(root, console)
 
 
+TextOpt = typer.Option(..., "--text", help="the text to look at (at most block_size characters)")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config: look at a fresh, untrained model instead")
+SetOpt = typer.Option([], "--set", help="with --config: override one key, section.key=value (repeatable)")
+LayerOpt = typer.Option(0, "--layer", "-l", help="which layer (0 is the first)")
+
+
+@app.command()
+def trace(
+    text: str = TextOpt,
+    run: Optional[str] = RunOpt,
+    checkpoint: Optional[str] = CheckpointOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+    layer: int = LayerOpt,
+    head: int = typer.Option(0, "--head", help="which head of that layer (0 is the first)"),
+    device: str = DeviceOpt,
+) -> None:
+    """Trace one attention head stage by stage: shapes, what each step does and sample values."""
+    from attnlm import inspect_commands
+
+    inspect_commands.trace(run, checkpoint, config, set_, text, layer, head, device, console)
+
+
+@app.command()
+def attention(
+    text: str = TextOpt,
+    run: Optional[str] = RunOpt,
+    checkpoint: Optional[str] = CheckpointOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+    layer: int = LayerOpt,
+    head: Optional[int] = typer.Option(None, "--head", help="which head (default 0)"),
+    mean: bool = typer.Option(False, "--mean", help="average the layer's heads instead of showing one"),
+    words: bool = typer.Option(False, "--words", help="group characters into words (a column sums its characters)"),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="write the directed graph: FILE.dot, .svg or .png"),
+    min_weight: float = typer.Option(0.1, "--min-weight", help="graph edges only for weights above this"),
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="write heat maps of every layer and head: FILE.png"),
+    device: str = DeviceOpt,
+) -> None:
+    """Print the attention probability table; optionally write it as a directed graph and heat maps."""
+    from attnlm import inspect_commands
+
+    inspect_commands.attention(run, checkpoint, config, set_, text, layer, head, mean, words, graph, min_weight,
+                               heatmap, device, console)
+
+
 @data_app.command("shakespeare")
 def data_shakespeare(
     out: Path = typer.Option(Path("data/shakespeare.txt"), "--out", help="where to write the corpus"),
@@ -93,3 +139,7 @@ def main() -> None:
     except NumericalError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (which handles it itself): loading, sampling, evaluating.
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,157 @@
+"""Attention as seed 003 shows it: a probability table (rows = queries, columns = attended tokens) and a
+directed graph with an edge from each query to every token it attends to.
+
+The weights are the model's own: `AttnLM.forward(..., return_attention=True)` returns what the explicit path
+computed, per layer (B, H, T, T). Pictures (heat maps, TensorBoard images) live in attnlm.attention_plots.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+from rich.table import Table
+from rich.text import Text
+
+from attnlm.errors import UserError
+from attnlm.model import AttnLM
+from attnlm.trace import show_char
+
+GRAPH_FORMATS = (".dot", ".gv", ".svg", ".png")
+WORD = re.compile(r"\s*(?:\w+(?:'\w+)*|\S)|\s+$")  # a word or one punctuation mark, with the spaces before it
+
+
+@torch.no_grad()
+def attention_weights(model: AttnLM, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's attention on idx (T,): a list of (H, T, T), rows = queries, columns = keys."""
+    was_training = model.training
+    model.eval()
+    try:
+        _, attention = model(idx.to(next(model.parameters()).device)[None], return_attention=True)
+    finally:
+        model.train(was_training)
+    return [w[0].float().cpu() for w in attention]
+
+
+def select(weights: list[torch.Tensor], layer: int, head: int | None) -> torch.Tensor:
+    """One head's (T, T) weights, or with head=None the mean over the layer's heads (rows still sum to 1)."""
+    w = weights[layer]  # (H, T, T)
+    return w.mean(0) if head is None else w[head]
+
+
+def word_groups(text: str) -> list[tuple[str, list[int]]]:
+    """Split text into words and punctuation marks, each with its character positions.
+
+    Spaces belong to the word after them (a trailing space to the last word), so every character is in
+    exactly one group and the grouped rows still sum to 1: "I love tennis." -> I / love / tennis / .
+    """
+    groups: list[tuple[str, list[int]]] = []
+    for m in WORD.finditer(text):
+        positions = list(range(m.start(), m.end()))
+        label = m.group().strip()
+        if not label and groups:  # spaces at the end of the text
+            groups[-1][1].extend(positions)
+            continue
+        groups.append((label or "".join(show_char(c) for c in m.group()), positions))
+    return groups
+
+
+def group_matrix(w: torch.Tensor, groups: list[tuple[str, list[int]]]) -> torch.Tensor:
+    """(T, T) character weights -> (G, G) word weights.
+
+    A column is the sum over the word's characters (how much attention lands anywhere in the word); a row
+    is the mean over the word's characters' rows, so each row is still a probability distribution.
+    """
+    member = torch.zeros(len(groups), w.shape[0])  # (G, T): 1 where character t is in word g
+    for g, (_, positions) in enumerate(groups):
+        member[g, positions] = 1.0
+    to_words = w @ member.T  # (T, G): each character's attention summed per attended word
+    return (member @ to_words) / member.sum(1, keepdim=True)  # (G, G): averaged over each word's characters
+
+
+def shade(weight: float) -> str:
+    """Background from white (0) to a deep blue (1), with text that stays readable on it."""
+    w = max(0.0, min(1.0, weight)) ** 0.6  # lifts small weights so 0.05 and 0 look different
+    r, g, b = (round(255 + (c - 255) * w) for c in (8, 48, 107))
+    return f"{'white' if w > 0.5 else 'black'} on #{r:02x}{g:02x}{b:02x}"
+
+
+def attention_table(matrix: torch.Tensor, labels: list[str], title: str) -> Table:
+    """The probability table of seed 003: rows = querying tokens, columns = attended tokens."""
+    compact = len(labels) > 12  # narrower cells so a longer text still fits a terminal
+    table = Table(title=title, show_lines=False, pad_edge=False, padding=(0, 0 if compact else 1),
+                  caption="row: the token asking; column: the token it attends to; each row sums to 1")
+    table.add_column("", justify="right", no_wrap=True, style="bold")
+    for label in labels:
+        table.add_column(f'"{label}"' if not compact else label, justify="right", no_wrap=True)
+    for i, row in enumerate(matrix.tolist()):
+        cells = []
+        for j, value in enumerate(row):
+            text = "0" if value == 0 else f"{value:.2f}"
+            if compact and value != 0:  # ".57" and "1.0": three characters a cell
+                text = "1.0" if text == "1.00" else text.removeprefix("0")
+            cells.append(Text(text, style=shade(value) if j <= i or value else "dim"))
+        table.add_row(f'"{labels[i]}"' if not compact else labels[i], *cells)
+    return table
+
+
+def _dot_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(matrix: torch.Tensor, labels: list[str], min_weight: float = 0.1, title: str = "attention") -> str:
+    """The attention matrix as a Graphviz digraph: one node per token, an edge query -> attended token for
+    every weight above min_weight, labelled with the weight and as wide as it is heavy."""
+    lines = [
+        "digraph attention {",
+        f"  label={_dot_string(title)};",
+        "  labelloc=t; rankdir=RL; nodesep=0.3;",
+        '  node [shape=circle, fontname="DejaVu Sans", style=filled, fillcolor="#deebf7"];',
+        '  edge [fontname="DejaVu Sans", fontsize=9, color="#08306b"];',
+    ]
+    for i, label in enumerate(labels):
+        lines.append(f"  t{i} [label={_dot_string(label)}];")
+    # Attention only looks back, so every edge runs from a later token to an earlier one. Ranked right to
+    # left (rankdir=RL) the text reads left to right, and invisible edges between neighbours give every token
+    # its own rank, so the attention edges arc over the line instead of reordering it.
+    for i in range(len(labels) - 1):
+        lines.append(f"  t{i + 1} -> t{i} [style=invis, weight=100];")
+    for i, row in enumerate(matrix.tolist()):
+        for j, w in enumerate(row):
+            if w > min_weight:
+                lines.append(f'  t{i} -> t{j} [label="{w:.2f}", penwidth={0.5 + 5 * w:.2f}, '
+                             f'color="#08306b{round(64 + 191 * w):02x}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def check_graph_path(path: Path) -> None:
+    if path.suffix.lower() not in GRAPH_FORMATS:
+        raise UserError(f"--graph {path}: unknown extension {path.suffix or '(none)'!r}; "
+                        "use .dot (Graphviz source), .svg or .png")
+
+
+def write_graph(dot: str, path: Path) -> tuple[Path, Path | None, str | None]:
+    """Write the DOT source (always) and, for .svg/.png, render it with Graphviz's `dot`.
+
+    Returns (dot file, rendered file or None, a note for the user or None).
+    """
+    check_graph_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lower().lstrip(".")
+    dot_path = path if fmt in ("dot", "gv") else path.with_suffix(".dot")
+    dot_path.write_text(dot, encoding="utf-8")
+    if fmt in ("dot", "gv"):
+        return dot_path, None, None
+    exe = shutil.which("dot")
+    if exe is None:
+        return dot_path, None, (f"Graphviz is not installed, so {path} was not drawn; install it (Debian/Ubuntu: "
+                                f"sudo apt-get install graphviz, macOS: brew install graphviz, conda: conda install "
+                                f"graphviz) and run: dot -T{fmt} {dot_path} -o {path}")
+    done = subprocess.run([exe, f"-T{fmt}", str(dot_path), "-o", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"Graphviz could not draw {path}: {done.stderr.strip()[:200]}; the DOT source is in {dot_path}")
+    return dot_path, path, None

@@ -1,0 +1,96 @@
+"""The `trace` and `attention` commands: look inside a trained or freshly initialised model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.measure import Measurement
+
+from attnlm.errors import UserError
+
+
+def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str],
+                        device_name: str) -> tuple[object, object, str]:
+    """(model in eval mode, vocab, where it came from): a checkpoint, or with --config a fresh model
+    initialised from train.seed, its vocabulary read from the config's data file."""
+    from attnlm.device import resolve_device
+
+    if config is not None:
+        if run or checkpoint:
+            raise UserError("give --config (a fresh, untrained model) or --run/--checkpoint (a trained one), not both")
+        from attnlm.config import load_config
+        from attnlm.train import prepare
+
+        cfg = load_config(config, [*overrides, f"train.device={device_name}"])
+        corpus, model, _, _ = prepare(cfg)
+        return model.eval(), corpus.vocab, f"an untrained model from {config} (seed {cfg.train.seed})"
+    if overrides:
+        raise UserError("--set only applies with --config; a checkpoint keeps the settings it was trained with")
+    from attnlm.checkpoint import load_model
+    from attnlm.runs import resolve_checkpoint
+
+    path = resolve_checkpoint(run, checkpoint)
+    model, vocab, _, _ = load_model(path, resolve_device(device_name))
+    return model, vocab, str(path)
+
+
+def trace(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
+          layer: int, head: int, device: str, console: Console) -> None:
+    from attnlm.trace import render, run_trace
+
+    model, vocab, source = load_for_inspection(run, checkpoint, config, overrides, device)
+    render(run_trace(model, vocab, text, layer, head), console, source)
+
+
+def attention(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
+              layer: int, head: int | None, mean: bool, words: bool, graph: Path | None, min_weight: float,
+              heatmap: Path | None, device: str, console: Console) -> None:
+    from attnlm import attention_view as view
+    from attnlm.trace import check_index, encode_text, show_char
+
+    if mean and head is not None:
+        raise UserError("give --head H (one head) or --mean (the average of all heads), not both")
+    if not 0.0 <= min_weight < 1.0:
+        raise UserError(f"--min-weight must be in [0, 1), got {min_weight}")
+    if graph is not None:
+        view.check_graph_path(graph)  # before any work, so a typo costs nothing
+    if heatmap is not None and heatmap.suffix.lower() != ".png":
+        raise UserError(f"--heatmap {heatmap}: the heat map is written as PNG; give a file name ending in .png")
+    model, vocab, source = load_for_inspection(run, checkpoint, config, overrides, device)
+    cfg = model.cfg
+    check_index("layer", layer, cfg.n_layer)
+    head = None if mean else (head or 0)
+    if head is not None:
+        check_index("head", head, cfg.n_head)
+    ids = encode_text(text, vocab, cfg.block_size)
+    weights = view.attention_weights(model, ids)  # per layer (H, T, T)
+    matrix = view.select(weights, layer, head)  # (T, T)
+    if words:
+        groups = view.word_groups(text)
+        matrix, labels = view.group_matrix(matrix, groups), [g[0] for g in groups]
+    else:
+        labels = [show_char(c) for c in text]
+    which = f"layer {layer}, " + ("mean of all heads" if head is None else f"head {head}")
+    console.print(f"attention of {source}, {which}" + (" (words: a column sums its characters, a row averages "
+                                                          "them)" if words else ""), highlight=False)
+    table = view.attention_table(matrix, labels, f"attention probabilities on {text!r}")
+    # Printed at its natural width: squeezed into a narrow terminal the numbers would be cut to "0.…".
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    wide = Console(file=console.file, width=max(width, console.width), color_system=console.color_system,
+                   force_terminal=console.is_terminal, highlight=False)
+    wide.print(table, crop=False)
+    if width > console.width:
+        print(f"note: the table is {width} columns wide, more than this terminal's {console.width}; "
+              "use --words, a shorter --text or --heatmap FILE.png", file=sys.stderr)
+    if graph is not None:
+        dot = view.to_dot(matrix, labels, min_weight, f"{text!r}: {which}, edges above {min_weight:g}")
+        dot_path, drawn, note = view.write_graph(dot, graph)
+        console.print(f"wrote {dot_path}" + (f" and {drawn}" if drawn else ""), highlight=False)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    if heatmap is not None:
+        from attnlm.attention_plots import write_heatmaps
+
+        console.print(f"wrote {write_heatmaps(weights, text, heatmap)}", highlight=False)
