@@ -32,6 +32,9 @@ def train(config: Path | None, overrides: list[str], resume: Path | None, overwr
         last = Path(resume) / "checkpoints" / "last.pt"
         if not Path(resume).is_dir():
             raise UserError(f"run folder not found: {resume}; `attnlm runs` lists the runs")
+        if not last.is_file():
+            raise UserError(f"{resume} has no checkpoints/last.pt to resume from (it was stopped before its first "
+                            "checkpoint); start it afresh with --config FILE --overwrite")
         payload = load_checkpoint(last)
         saved = config_from_dict(payload["config"])
         cfg = load_config(config, overrides, base=None if config else saved)

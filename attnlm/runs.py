@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlm.checkpoint import atomic_write
 from attnlm.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
@@ -91,6 +92,20 @@ def read_metrics(folder: Path) -> list[dict]:
         except json.JSONDecodeError:
             break  # a line cut short by a kill: everything before it is good
     return rows
+
+
+def rewind_metrics(folder: Path, step: int) -> None:
+    """Cut metrics.jsonl back to the rows logged up to `step`, the step of the checkpoint a run resumes from.
+
+    Rows after that step come from work the resumed run redoes, and a kill can leave a half-written last
+    line that would hide every row appended after it. Rewriting the file (atomically) rather than
+    de-duplicating when reading keeps it exactly what an uninterrupted run writes, for every reader.
+    """
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return
+    keep = [json.dumps(row) + "\n" for row in read_metrics(folder) if row.get("step", 0) <= step]
+    atomic_write(path, lambda f: f.write("".join(keep).encode("utf-8")))
 
 
 def summarise(folder: Path) -> RunSummary:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ from attnlm.generation import SamplingOptions, generate
 from attnlm.model import AttnLM
 from attnlm.optim import build_optimizer, learning_rate
 from attnlm.report import EpochStats, EpochTable, loss_chart, observation
-from attnlm.runs import METRICS_FILE, SUMMARY_FILE, git_commit
+from attnlm.runs import METRICS_FILE, SUMMARY_FILE, git_commit, rewind_metrics
 from attnlm.tblog import TBLogger
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -157,8 +158,18 @@ class Trainer:
     def fit(self, run_dir: Path) -> int:
         """Train into `run_dir` until epochs, max_steps or max_time run out; returns the exit code."""
         self.run_dir = run_dir
+        if self.resumed and self._finished() and (run_dir / SUMMARY_FILE).exists():
+            # Nothing to redo; running the end of training again would only rewrite its summary and logs.
+            self.console.print(f"{run_dir} already finished (step {self.state.step}); to train it further raise "
+                               "train.epochs or train.max_steps with --set", highlight=False, soft_wrap=True)
+            return 0
         ckpt.remove_leftovers(run_dir / "checkpoints")
-        self.tb = TBLogger(run_dir, self.cfg.log.tensorboard, purge_step=self.state.step if self.resumed else None)
+        if self.resumed:
+            rewind_metrics(run_dir, self.state.step)
+        # Everything logged at the checkpoint's step was written before that checkpoint was saved, so only
+        # later points can be repeated; purging from the checkpoint's own step would drop points never rewritten.
+        self.tb = TBLogger(run_dir, self.cfg.log.tensorboard,
+                           purge_step=self.state.step + 1 if self.resumed else None)
         handlers = self._install_signal_handlers()
         try:
             return self._fit()
@@ -166,6 +177,11 @@ class Trainer:
             for sig, old in handlers.items():
                 signal.signal(sig, old)
             self.tb.close()
+
+    def _finished(self) -> bool:
+        st, t = self.state, self.cfg.train
+        return st.epoch > t.epochs or bool(t.max_steps and st.step >= t.max_steps) or bool(
+            t.max_time and st.elapsed >= t.max_time)
 
     def _fit(self) -> int:
         t, st = self.cfg.train, self.state
@@ -175,8 +191,10 @@ class Trainer:
         while st.epoch <= t.epochs and not stopped:
             bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, desc=f"epoch {st.epoch}",
                        leave=False, disable=None, dynamic_ncols=True, file=sys.stderr)
-            epoch_loss = torch.zeros((), device=self.device, dtype=torch.float64)
-            epoch_correct = torch.zeros((), device=self.device, dtype=torch.long)
+            # Seeded with the totals of the steps before a resume, so the sum is accumulated in the same
+            # order as in an uninterrupted run and the epoch's mean train loss matches it bit for bit.
+            epoch_loss = torch.tensor(st.epoch_loss_sum, device=self.device, dtype=torch.float64)
+            epoch_correct = torch.tensor(st.epoch_correct, device=self.device, dtype=torch.long)
             steps_before = st.step_in_epoch
             step_clock = time.perf_counter()
             while st.step_in_epoch < self.steps_per_epoch:
@@ -190,12 +208,10 @@ class Trainer:
                 st.step_in_epoch += 1
                 bar.update(1)
                 if st.step % self.cfg.log.print_every == 0:
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    self._log_step(loss.item(), bar)
                 if self.stop_signal is not None or (t.checkpoint_every and st.step % t.checkpoint_every == 0
                                                     and st.step_in_epoch < self.steps_per_epoch):
                     self._fold_epoch_totals(epoch_loss, epoch_correct, st.step_in_epoch - steps_before, step_clock)
-                    epoch_loss.zero_()
-                    epoch_correct.zero_()
                     steps_before, step_clock = st.step_in_epoch, time.perf_counter()
                     if self.stop_signal is not None:
                         bar.close()
@@ -211,10 +227,20 @@ class Trainer:
         self._finish(started)
         return 0
 
+    def _log_step(self, loss: float, bar: tqdm) -> None:
+        st = self.state
+        bar.set_postfix(loss=f"{loss:.4f}")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.tb.scalars(st.step, {"loss/train_step": loss})
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            # json writes floats with repr, so the logged loss is the exact float32 value of the step.
+            f.write(json.dumps({"kind": "step", "step": st.step, "epoch": st.epoch, "loss": loss, "lr": lr}) + "\n")
+
     def _fold_epoch_totals(self, loss: torch.Tensor, correct: torch.Tensor, steps: int, since: float) -> None:
+        """Record the running epoch totals in the state (they include the steps before a resume)."""
         st, t = self.state, self.cfg.train
-        st.epoch_loss_sum += float(loss)
-        st.epoch_correct += int(correct)
+        st.epoch_loss_sum = float(loss)
+        st.epoch_correct = int(correct)
         st.epoch_count += steps * t.grad_accum_steps * t.batch_size * self.cfg.model.block_size
         st.epoch_train_time += time.perf_counter() - since
 
@@ -316,8 +342,14 @@ class Trainer:
         def handle(signum: int, frame: Any) -> None:
             if self.stop_signal is not None:
                 # Second signal: leave now. Checkpoints are renamed into place whole, so none is torn.
+                # os.write, not print: the interrupted code may be inside a buffered write to stdout.
+                os.write(2, f"\n{signal.Signals(signum).name} again: exiting now; resume from the last "
+                            f"checkpoint with: attnlm train --resume {shlex.quote(str(self.run_dir))}\n".encode())
                 os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
             self.stop_signal = signum
+            # Said at once: a step or an evaluation can take a while, and silence invites a second Ctrl-C.
+            os.write(2, f"\n{signal.Signals(signum).name} received: finishing the current step, then saving a "
+                        "checkpoint (send it again to quit at once)\n".encode())
 
         old = {}
         for sig in EXIT_SIGNAL:
@@ -334,7 +366,8 @@ class Trainer:
         name = signal.Signals(self.stop_signal).name
         self.console.print(
             f"\n{name}: stopped at step {self.state.step} and saved {self.run_dir}/checkpoints/last.pt; "
-            f"resume with: attnlm train --resume {self.run_dir}", highlight=False)
+            f"resume with: attnlm train --resume {shlex.quote(str(self.run_dir))}", highlight=False,
+            soft_wrap=True)  # never break the command across lines: users copy it
         return EXIT_SIGNAL[self.stop_signal]
 
 

@@ -1,0 +1,115 @@
+"""Helpers for the resume, interrupt and reproducibility tests: real training subprocesses and their outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, TINY, run_cli
+
+from attnlm.checkpoint import load_checkpoint
+
+STEPS = 90  # TINY: 3 epochs x 30 steps
+# print_every=1 logs every step's loss, which is what the bit-for-bit comparisons read.
+LOG_EVERY_STEP = ["--set", "log.print_every=1"]
+
+
+def train_args(corpus: Path, runs: Path, name: str, *extra: str) -> list[str]:
+    return ["train", "--config", "configs/tiny.yaml", *TINY, *LOG_EVERY_STEP, "--set", f"data.path={corpus}",
+            "--set", f"log.dir={runs}", "--set", "log.timestamp=false", "--name", name, *extra]
+
+
+_reference: dict[Path, Path] = {}
+
+
+def reference_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """One uninterrupted run per test session, the yardstick of the resume and reproducibility tests."""
+    if corpus not in _reference:
+        runs = tmp_path_factory.mktemp("reference")
+        run_cli(*train_args(corpus, runs, "reference"), check=True)
+        _reference[corpus] = runs / "reference"
+    return _reference[corpus]
+
+
+def start(*args: str) -> subprocess.Popen:
+    """`python -m attnlm ARGS` in the background, its output kept in pipes."""
+    return subprocess.Popen([sys.executable, "-m", "attnlm", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "100"})
+
+
+def metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def last_logged_step(run: Path) -> int:
+    """The step of the newest complete step line (a line being written right now is skipped)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    step = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError):
+            pass
+    return step
+
+
+def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while last_logged_step(run) < step:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited {proc.returncode} before step {step}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"training did not reach step {step} in {timeout}s")
+        time.sleep(0.005)
+
+
+def step_losses(run: Path) -> list[tuple[int, float]]:
+    return [(row["step"], row["loss"]) for row in metrics(run) if row["kind"] == "step"]
+
+
+def epoch_results(run: Path) -> list[tuple]:
+    """What an epoch row says about the model (its timings naturally differ between runs)."""
+    keys = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+    return [tuple(row[k] for k in keys) for row in metrics(run) if row["kind"] == "epoch"]
+
+
+def assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
+
+
+def assert_same_training(run: Path, reference: Path) -> None:
+    """Same per-step losses, epoch results, final weights and optimizer moments, bit for bit."""
+    losses, expected = step_losses(run), step_losses(reference)
+    assert [s for s, _ in losses] == list(range(1, STEPS + 1)), "each step must be logged exactly once"
+    assert losses == expected
+    assert epoch_results(run) == epoch_results(reference)
+    for name in ("last.pt", "best.pt"):
+        got, want = load_checkpoint(run / "checkpoints" / name), load_checkpoint(reference / "checkpoints" / name)
+        assert_same_tensors(got["model"], want["model"], name)
+        for (_, s1), (_, s2) in zip(sorted(got["optimizer"]["state"].items()),
+                                    sorted(want["optimizer"]["state"].items()), strict=True):
+            assert_same_tensors(s1, s2, f"{name} optimizer state")
+        assert got["state"]["step"] == want["state"]["step"] == STEPS
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[str, int]]:
+    """path -> (sha256, mtime_ns) of every file under `roots`: compare two to see what a command changed."""
+    files = {}
+    for root in roots:
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for p in paths:
+            files[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return files

@@ -1,0 +1,71 @@
+"""Exact resume: a run stopped by signals and resumed equals an uninterrupted run, bit for bit (CPU)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from run_helpers import (
+    STEPS,
+    assert_same_training,
+    load_checkpoint,
+    reference_run,
+    snapshot,
+    start,
+    step_losses,
+    train_args,
+    wait_for_step,
+)
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
+    return reference_run(tmp_path_factory, small_corpus)
+
+
+def test_run_stopped_by_signals_and_resumed_matches_uninterrupted_run(tmp_path: Path, small_corpus: Path,
+                                                                       reference: Path) -> None:
+    """Three stops (early in epoch 1, around the end of epoch 1, late in epoch 3), by SIGINT and SIGTERM."""
+    run = tmp_path / "stopped"
+    stops = [(8, signal.SIGINT, 130), (29, signal.SIGTERM, 143), (70, signal.SIGINT, 130)]
+    resumed_from = 0
+    for i, (at, sig, code) in enumerate(stops):
+        proc = start(*train_args(small_corpus, tmp_path, "stopped")) if i == 0 else start("train", "--resume", str(run))
+        wait_for_step(run, max(at, resumed_from + 2), proc)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, out + err
+        assert "Traceback" not in out + err
+        assert f"{sig.name} received: finishing the current step" in err
+        stopped = int(re.search(rf"{sig.name}: stopped at step (\d+) and saved", out).group(1))
+        assert f"resume with: attnlm train --resume {run}\n" in out
+        payload = load_checkpoint(run / "checkpoints" / "last.pt")
+        assert payload["state"]["step"] == stopped > resumed_from
+        assert step_losses(run)[-1][0] == stopped  # every finished step is logged, none after the checkpoint
+        resumed_from = stopped
+    result = run_cli("train", "--resume", str(run), check=True)
+    assert f"resuming {run}" in result.stdout and f"from step {resumed_from}" in result.stdout
+
+    assert_same_training(run, reference)
+    # TensorBoard: one point per step across the sessions' event files, equal to the uninterrupted run's.
+    got, want = EventAccumulator(str(run)), EventAccumulator(str(reference))
+    got.Reload()
+    want.Reload()
+    for tag, steps in (("loss/train_step", list(range(1, STEPS + 1))), ("loss/val", [30, 60, 90])):
+        assert [e.step for e in got.Scalars(tag)] == steps, tag
+        assert [e.value for e in got.Scalars(tag)] == [e.value for e in want.Scalars(tag)], tag
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, reference: Path) -> None:
+    run = tmp_path / "finished"
+    shutil.copytree(reference, run)
+    before = snapshot(run)
+    result = run_cli("train", "--resume", str(run))
+    assert result.returncode == 0, result.stderr
+    assert f"{run} already finished (step {STEPS}); to train it further raise train.epochs" in result.stdout
+    assert snapshot(run) == before
