@@ -1,0 +1,17 @@
+"""Print the README's config reference table (a test keeps the README in step with attnlm/config.py)."""
+
+from __future__ import annotations
+
+from attnlm.config import reference
+
+
+def table() -> str:
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default, doc in reference():
+        shown = default.replace("|", "\\|").replace("\n", "\\n")
+        lines.append(f"| `{key}` | `{shown}` | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())

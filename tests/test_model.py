@@ -1,0 +1,130 @@
+"""The attention math against the seed documents, causality, and the fast path against the explicit one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlm.config import ModelConfig
+from attnlm.model import AttnLM, KVCache, SelfAttention, attention_scores, causal_attention, causal_softmax
+
+# The seed's worked example (001): three items with four features, key = query.
+QUERY = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]]])
+VALUE = torch.tensor([[[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0]]])
+
+
+def softmax_row(scores: list[float]) -> list[float]:
+    exps = [math.exp(s) for s in scores]
+    return [e / sum(exps) for e in exps]
+
+
+def test_seed_worked_example_matches_the_formula() -> None:
+    # Q K^T / sqrt(4): the dot products by hand are [[2,0,2],[0,8,4],[2,4,4]], halved.
+    scores = attention_scores(QUERY, QUERY.clone())
+    assert torch.equal(scores, torch.tensor([[[1.0, 0.0, 1.0], [0.0, 4.0, 2.0], [1.0, 2.0, 2.0]]]))
+    weights = F.softmax(scores, dim=-1)  # the seed's unmasked self_attention
+    expected = torch.tensor([[softmax_row([1, 0, 1]), softmax_row([0, 4, 2]), softmax_row([1, 2, 2])]])
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(weights[0, 0], torch.tensor([0.4223, 0.1554, 0.4223]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(weights @ VALUE, expected @ VALUE)
+    # First output row by hand: 0.4223*[0,1,0,1] + 0.1554*[1,0,1,0] + 0.4223*[0,0,1,1].
+    torch.testing.assert_close((weights @ VALUE)[0, 0], torch.tensor([0.1554, 0.4223, 0.5777, 0.8446]), atol=1e-4, rtol=0)
+
+
+def test_causal_version_of_the_worked_example() -> None:
+    out, weights = causal_attention(QUERY, QUERY.clone(), VALUE)
+    expected = torch.tensor([[[1.0, 0.0, 0.0], softmax_row([0, 4]) + [0.0], softmax_row([1, 2, 2])]])
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 3))
+    assert torch.all(weights.triu(1) == 0)
+    torch.testing.assert_close(out, expected @ VALUE)
+
+
+def test_self_attention_head_returns_causal_weights() -> None:
+    torch.manual_seed(0)
+    head = SelfAttention(n_embd=8, head_size=4)
+    x = torch.randn(2, 5, 8)  # (B, T, C)
+    out, weights = head(x, return_weights=True)
+    assert out.shape == (2, 5, 4) and weights.shape == (2, 5, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 5))
+    assert torch.all(weights.triu(1) == 0)
+    q, k, v = head.query(x), head.key(x), head.value(x)
+    torch.testing.assert_close(weights, causal_softmax(q @ k.transpose(-2, -1) / 2.0))
+    torch.testing.assert_close(out, weights @ v)
+
+
+CONFIGS = [
+    ModelConfig(block_size=16, n_layer=2, n_head=4, n_embd=32, pos="learned"),
+    ModelConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, pos="rope", qk_norm=True, norm="rmsnorm",
+                activation="relu2", tie_weights=True),
+    ModelConfig(block_size=16, n_layer=3, n_head=2, n_embd=16, mlp=False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only"])
+def test_changing_later_characters_never_changes_earlier_logits(cfg: ModelConfig) -> None:
+    torch.manual_seed(0)
+    model = AttnLM(cfg, vocab_size=11).eval()
+    idx = torch.randint(11, (1, 16))
+    changed = idx.clone()
+    changed[0, 9:] = (changed[0, 9:] + 1) % 11
+    logits, _ = model(idx)
+    logits2, _ = model(changed)
+    torch.testing.assert_close(logits[0, :9], logits2[0, :9])
+    assert not torch.allclose(logits[0, 9:], logits2[0, 9:])
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only"])
+def test_fast_path_equals_explicit_path(cfg: ModelConfig) -> None:
+    torch.manual_seed(1)
+    model = AttnLM(cfg, vocab_size=13).eval()
+    idx = torch.randint(13, (3, 16))
+    fast, _ = model(idx)  # F.scaled_dot_product_attention(is_causal=True)
+    explicit, weights = model(idx, return_attention=True)  # causal_attention written out
+    torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)
+    assert len(weights) == cfg.n_layer and weights[0].shape == (3, cfg.n_head, 16, 16)
+
+
+def test_each_head_is_the_seed_self_attention() -> None:
+    """Every head of the fused multi-head layer computes exactly what a standalone SelfAttention does."""
+    torch.manual_seed(2)
+    cfg = CONFIGS[1]
+    model = AttnLM(cfg, vocab_size=9).eval()
+    idx = torch.randint(9, (2, 12))
+    captured = {}
+    block = model.blocks[1]
+    block.norm1.register_forward_hook(lambda m, i, o: captured.setdefault("x", o))
+    _, weights = model(idx, return_attention=True)
+    x = captured["x"]  # (B, T, C): the attention layer's real input
+    mha = block.attn
+    B, T, C = x.shape
+    pre_proj = []
+    for h in range(cfg.n_head):
+        out, w = mha.head(h)(x, return_weights=True)
+        torch.testing.assert_close(w, weights[1][:, h], atol=1e-6, rtol=1e-5)
+        pre_proj.append(out)
+    y = mha.proj(torch.cat(pre_proj, dim=-1))  # heads side by side, then the output projection
+    fast, _ = mha(x)
+    torch.testing.assert_close(y, fast, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=["learned", "rope-qknorm"])
+def test_kv_cache_gives_the_same_logits_as_a_full_forward(cfg: ModelConfig) -> None:
+    torch.manual_seed(3)
+    model = AttnLM(cfg, vocab_size=7).eval()
+    idx = torch.randint(7, (1, 16))
+    full, _ = model(idx)
+    cache = KVCache.empty(cfg, 1, torch.device("cpu"), torch.float32)
+    first, _ = model(idx[:, :5], cache)  # prefill
+    steps = [model(idx[:, t : t + 1], cache)[0] for t in range(5, 16)]  # one position at a time
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        model(idx[:, :1], cache)  # the cache is full: block_size is a hard limit
+
+
+def test_tied_head_shares_the_embedding() -> None:
+    model = AttnLM(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8, tie_weights=True), 5)
+    assert model.head.weight is model.tok_emb.weight

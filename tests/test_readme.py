@@ -1,0 +1,21 @@
+"""The README's config reference is generated from attnlm/config.py and must not drift from it."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from config_reference import table  # noqa: E402
+
+
+def test_readme_config_reference_is_current() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert table() in readme, "README config reference is stale: paste `python scripts/config_reference.py` into it"
+
+
+def test_readme_shows_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "make train" in readme and "make test" in readme
