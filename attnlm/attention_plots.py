@@ -33,9 +33,10 @@ def _draw(ax: Any, w: torch.Tensor, chars: str | None, title: str) -> Any:
 
     T = w.shape[0]
     future = np.triu(np.ones((T, T), dtype=bool), 1)
-    image = ax.imshow(np.ma.masked_array(w.numpy(), future), cmap="Blues", vmin=0.0, vmax=1.0,
-                      interpolation="nearest")
-    image.cmap.set_bad("#eeeeee")
+    from matplotlib import colormaps
+
+    image = ax.imshow(np.ma.masked_array(w.numpy(), future), cmap=colormaps["Blues"].with_extremes(bad="#eeeeee"),
+                      vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     if chars is not None:
         labels = [show_char(c) for c in chars]

@@ -119,9 +119,11 @@ def to_dot(matrix: torch.Tensor, labels: list[str], min_weight: float = 0.1, tit
     # its own rank, so the attention edges arc over the line instead of reordering it.
     for i in range(len(labels) - 1):
         lines.append(f"  t{i + 1} -> t{i} [style=invis, weight=100];")
+    # Compared as tensors, in the weights' own precision: a float32 0.1 is then not "above" 0.1.
+    above = (matrix > min_weight).tolist()
     for i, row in enumerate(matrix.tolist()):
         for j, w in enumerate(row):
-            if w > min_weight:
+            if above[i][j]:
                 lines.append(f'  t{i} -> t{j} [label="{w:.2f}", penwidth={0.5 + 5 * w:.2f}, '
                              f'color="#08306b{round(64 + 191 * w):02x}"];')
     lines.append("}")
