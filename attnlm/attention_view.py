@@ -82,8 +82,8 @@ def shade(weight: float) -> str:
 def attention_table(matrix: torch.Tensor, labels: list[str], title: str) -> Table:
     """The probability table of seed 003: rows = querying tokens, columns = attended tokens."""
     compact = len(labels) > 12  # narrower cells so a longer text still fits a terminal
-    table = Table(title=title, show_lines=False, pad_edge=False, padding=(0, 0 if compact else 1),
-                  caption="row: the token asking; column: the token it attends to; each row sums to 1")
+    table = Table(title=title, title_justify="left", show_lines=False, pad_edge=not compact,
+                  padding=(0, 0 if compact else 1))
     table.add_column("", justify="right", no_wrap=True, style="bold")
     for label in labels:
         table.add_column(f'"{label}"' if not compact else label, justify="right", no_wrap=True)

@@ -73,14 +73,17 @@ def attention(run: str | None, checkpoint: str | None, config: Path | None, over
     else:
         labels = [show_char(c) for c in text]
     which = f"layer {layer}, " + ("mean of all heads" if head is None else f"head {head}")
-    console.print(f"attention of {source}, {which}" + (" (words: a column sums its characters, a row averages "
-                                                          "them)" if words else ""), highlight=False)
+    console.print(f"attention of {source}, {which}", highlight=False)
+    if words:
+        console.print("words: a column sums the word's characters, a row averages them", highlight=False)
     table = view.attention_table(matrix, labels, f"attention probabilities on {text!r}")
     # Printed at its natural width: squeezed into a narrow terminal the numbers would be cut to "0.…".
     width = Measurement.get(console, console.options.update_width(10_000), table).maximum
     wide = Console(file=console.file, width=max(width, console.width), color_system=console.color_system,
                    force_terminal=console.is_terminal, highlight=False)
     wide.print(table, crop=False)
+    console.print("rows: the token asking; columns: the token it attends to; each row sums to 1, the future is 0",
+                  highlight=False)
     if width > console.width:
         print(f"note: the table is {width} columns wide, more than this terminal's {console.width}; "
               "use --words, a shorter --text or --heatmap FILE.png", file=sys.stderr)
