@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.measure import Measurement
 
 from attnlm.errors import UserError
 
+if TYPE_CHECKING:  # the model and torch load only when a command runs, so `attnlm --help` stays fast
+    from attnlm.data import Vocab
+    from attnlm.model import AttnLM
+
 
 def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str],
-                        device_name: str) -> tuple[object, object, str]:
+                        device_name: str) -> tuple[AttnLM, Vocab, str]:
     """(model in eval mode, vocab, where it came from): a checkpoint, or with --config a fresh model
     initialised from train.seed, its vocabulary read from the config's data file."""
     from attnlm.device import resolve_device

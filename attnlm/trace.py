@@ -136,7 +136,8 @@ def run_trace(model: AttnLM, vocab: Vocab, text: str, layer: int = 0, head: int 
     try:
         sa = model.blocks[layer].attn.head(head)
     except ValueError as e:
-        raise UserError(f"cannot trace one head of this model: {e}") from None
+        raise UserError(f"cannot split this model into single heads ({e}); `attnlm attention` still shows its "
+                        "weights, and models trained with model.bias: false can be traced") from None
     s = sa.stages(seen["attn_in"])  # q, k, v (1, T, D); scores, weights (1, T, T); out (1, T, D)
     verify(s["weights"], seen["model_weights"][:, head], s["out"], seen["heads_out"][..., head * D : (head + 1) * D])
     probs = torch.softmax(seen["logits"][0, -1].float(), dim=-1)  # (V,) what follows the text
