@@ -208,3 +208,16 @@ def test_attention_cli_user_errors(trained_run: tuple[Path, object], tmp_path: P
     result = run_cli("attention", "--run", str(run_dir), "--text", "x" * 40)
     assert result.returncode == 2 and "shorten it to at most 32 characters" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_trained_run_logs_attention_images(trained_run) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = trained_run
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == ["attention/layer_0", "attention/layer_1"]
+    for tag in events.Tags()["images"]:
+        shots = events.Images(tag)
+        assert len(shots) == 3  # one per epoch of TINY
+        assert shots[0].encoded_image_string != shots[-1].encoded_image_string  # attention changed while training
