@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -22,7 +23,22 @@ from attnlm.runs import summarise as summarise_run
 
 def train(config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
           name: str | None, console: Console) -> int:
-    from attnlm.train import Trainer, write_run_info  # keeps `attnlm --help` fast
+    """Train in this process, or as one rank of a torchrun job (then rank 0 makes the folder and reports)."""
+    from attnlm import distributed  # keeps `attnlm --help` fast
+
+    with distributed.session() as ctx:
+        if not ctx.is_main:
+            console = Console(quiet=True)
+        trainer, run_dir = distributed.agree(
+            ctx, lambda: _setup_training(config, overrides, resume, overwrite, name, console, ctx.is_main))
+        # Rank 0 picked the (timestamped) folder name; the others must use the very same folder.
+        return trainer.fit(distributed.broadcast(ctx, run_dir))
+
+
+def _setup_training(config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
+                    name: str | None, console: Console, is_main: bool) -> tuple[Any, Path | None]:
+    """The trainer and its run folder (made by the main process only; None elsewhere)."""
+    from attnlm.train import Trainer, write_run_info
 
     if name:
         overrides = [*overrides, f"log.name={name}"]
@@ -42,15 +58,16 @@ def train(config: Path | None, overrides: list[str], resume: Path | None, overwr
             diff = [k for k in vars(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
             raise UserError(f"{last} was trained with a different model shape ({', '.join('model.' + k for k in diff)} "
                             "differ); resume with the run's own config or start a new run")
-        trainer = Trainer(cfg, console, resume=payload)
-        return trainer.fit(Path(resume))
+        return Trainer(cfg, console, resume=payload), Path(resume)
     if config is None:
         raise UserError("give --config FILE (e.g. configs/tiny.yaml) or --resume RUN_DIR")
     cfg = load_config(config, overrides)
     trainer = Trainer(cfg, console)  # loads and checks the data before any folder is made
+    if not is_main:
+        return trainer, None
     run_dir = new_run_dir(cfg.log.dir, cfg.log.name, cfg.log.timestamp, overwrite)
-    write_run_info(cfg, run_dir)
-    return trainer.fit(run_dir)
+    write_run_info(trainer.cfg, run_dir)
+    return trainer, run_dir
 
 
 def default_prompt(chars: str) -> str:

@@ -59,7 +59,9 @@ class TrainConfig:
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.99, "AdamW beta2")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this value (0: off)")
-    grad_accum_steps: int = _f(1, "micro-batches per optimizer step")
+    grad_accum_steps: int = _f(1, "micro-batches per optimizer step; gradients are all-reduced on the last only")
+    global_batch_size: int | None = _f(None, "sequences per optimizer step over all processes (instead of "
+                                             "grad_accum_steps, which is then derived from it)")
     seed: int = _f(1337, "seed for weights, batches and dropout")
     device: str = _f("auto", "auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
     precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it")
@@ -251,6 +253,7 @@ def validate(cfg: Config) -> None:
     }
     optional_positive = {
         "train.steps_per_epoch": t.steps_per_epoch, "train.max_steps": t.max_steps,
+        "train.global_batch_size": t.global_batch_size,
         "train.max_time": t.max_time, "train.checkpoint_every": t.checkpoint_every,
     }
     for key, value in positive.items():
@@ -276,6 +279,28 @@ def validate(cfg: Config) -> None:
          f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got '{t.device}'")
     need(bool(cfg.log.name) and "/" not in cfg.log.name and cfg.log.name not in (".", ".."),
          f"log.name must be a plain folder name, got '{cfg.log.name}'")
+
+
+def resolve_accumulation(cfg: Config, world: int) -> Config:
+    """The config with train.grad_accum_steps derived from train.global_batch_size for `world` processes.
+
+    Done once the number of processes is known (torchrun's WORLD_SIZE), so one config file gives the
+    same effective batch on 1 process or on 8.
+    """
+    t = cfg.train
+    if t.global_batch_size is None:
+        return cfg
+    per_step = t.batch_size * world
+    if t.global_batch_size % per_step:
+        raise UserError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of train.batch_size x "
+                        f"processes = {t.batch_size} x {world} = {per_step}; change one of them")
+    steps = t.global_batch_size // per_step
+    if t.grad_accum_steps not in (1, steps):
+        raise UserError(f"train.grad_accum_steps ({t.grad_accum_steps}) contradicts train.global_batch_size "
+                        f"({t.global_batch_size}), which gives {steps} on {world} process(es); set only one of them")
+    cfg = copy.deepcopy(cfg)
+    cfg.train.grad_accum_steps = steps
+    return cfg
 
 
 def save_config(cfg: Config, path: Path) -> None:

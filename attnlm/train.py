@@ -19,7 +19,8 @@ from rich.console import Console
 from tqdm import tqdm
 
 from attnlm import checkpoint as ckpt
-from attnlm.config import Config, save_config
+from attnlm import distributed
+from attnlm.config import Config, resolve_accumulation, save_config
 from attnlm.data import BatchSampler, Corpus, Vocab, load_corpus, steps_per_epoch
 from attnlm.device import autocast, resolve_device, use_bf16
 from attnlm.errors import NumericalError
@@ -53,7 +54,7 @@ class TrainState:
 
 def prepare(cfg: Config, vocab: Vocab | None = None) -> tuple[Corpus, AttnLM, torch.device, bool]:
     """Data, model and device for a config (weights seeded by train.seed)."""
-    device = resolve_device(cfg.train.device)
+    device = distributed.train_device(distributed.current(), resolve_device(cfg.train.device))
     bf16 = use_bf16(device, cfg.train.precision)
     corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab)
     torch.manual_seed(cfg.train.seed)
@@ -63,27 +64,34 @@ def prepare(cfg: Config, vocab: Vocab | None = None) -> tuple[Corpus, AttnLM, to
 
 class Trainer:
     def __init__(self, cfg: Config, console: Console, resume: dict[str, Any] | None = None) -> None:
-        self.cfg = cfg
+        self.dist = distributed.current()
+        self.cfg = cfg = resolve_accumulation(cfg, self.dist.world)
         self.console = console
         self.run_dir = Path(cfg.log.dir)  # set by fit()
         vocab = Vocab(resume["vocab"]) if resume else None
         self.corpus, self.model, self.device, self.bf16 = prepare(cfg, vocab)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         t = cfg.train
-        self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size, t.seed)
+        self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size,
+                                   distributed.rank_seed(t.seed, self.dist.rank))
         self.steps_per_epoch = t.steps_per_epoch or steps_per_epoch(
-            len(self.corpus.train), t.batch_size * t.grad_accum_steps, cfg.model.block_size)
+            len(self.corpus.train), t.batch_size * t.grad_accum_steps * self.dist.world, cfg.model.block_size)
         self.total_steps = t.epochs * self.steps_per_epoch
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
         self.state = TrainState()
         self.stop_signal: int | None = None
         self.last_eval_seconds = 0.0
+        self._agreed_stop: int | None = None
+        self._agreed_clock, self._agreed_out_of_time = 0.0, False
+        if self.dist.rank:
+            torch.manual_seed(distributed.rank_seed(t.seed, self.dist.rank))  # its own dropout masks
         if resume:
             self._restore(resume)
         if t.compile:
             for block in self.model.blocks:
                 block.compile(dynamic=False)
+        self.train_model = distributed.wrap(self.dist, self.model, self.device)
         self.resumed = resume is not None
         self.table = EpochTable(console)
 
@@ -102,6 +110,8 @@ class Trainer:
         }
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        ranks = payload["rng"].get("ranks")
+        distributed.check_world(self.dist, len(ranks) if ranks else 1)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
@@ -109,20 +119,39 @@ class Trainer:
         self.sampler.set_state(payload["rng"]["data"])
         if self.device.type == "cuda" and payload["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        if ranks:  # a torchrun run: each rank continues its own streams
+            mine = ranks[self.dist.rank]
+            torch.set_rng_state(mine["torch"])
+            self.sampler.set_state(mine["data"])
+            if self.device.type == "cuda" and mine["cuda"] is not None:
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
 
     def save(self, best: bool = False) -> None:
         payload = self._payload()
+        if self.dist.active:
+            # Only rank 0 writes, but every rank's batch stream must resume where it stopped.
+            payload["rng"]["ranks"] = distributed.gather(self.dist, self._rank_rng())
+            if not self.dist.is_main:
+                return
         folder = self.run_dir / "checkpoints"
         ckpt.save_checkpoint(payload, folder / "last.pt")
         if best:
             ckpt.save_checkpoint(payload, folder / "best.pt")
 
+    def _rank_rng(self) -> dict[str, torch.Tensor | None]:
+        return {"torch": torch.get_rng_state(), "data": self.sampler.state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
     # ----- the loop ----------------------------------------------------------------------------
     def _elapsed(self, started: float) -> float:
-        return self.state.elapsed + time.perf_counter() - started
+        # Under torchrun every rank reads rank 0's clock as of the last step, so LR and max_time agree.
+        clock = self._agreed_clock if self.dist.active else time.perf_counter() - started
+        return self.state.elapsed + clock
 
     def _out_of_time(self, started: float) -> bool:
         budget = self.cfg.train.max_time
+        if self.dist.active:
+            return self._agreed_out_of_time  # rank 0's verdict at the last step
         # Keep room for the final evaluation so the whole run, evaluation included, fits the budget.
         return bool(budget) and self._elapsed(started) + self.last_eval_seconds >= budget
 
@@ -133,16 +162,19 @@ class Trainer:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for _ in range(t.grad_accum_steps):
+        for micro in range(t.grad_accum_steps):
             x, y = self.sampler.next()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with autocast(self.device, self.bf16):
-                logits, _ = self.model(x)  # (B, T, V)
+            # DDP decides at forward time whether this backward all-reduces: only the last micro-batch does.
+            with distributed.sync_gradients(self.train_model, micro == t.grad_accum_steps - 1), \
+                    autocast(self.device, self.bf16):
+                logits, _ = self.train_model(x)  # (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             (loss / t.grad_accum_steps).backward()
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(-1) == y).sum()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        loss_sum, correct, grad_norm = self._agree(loss_sum, correct, grad_norm, started)
         if not (torch.isfinite(loss_sum) and torch.isfinite(grad_norm)):
             last = self.run_dir / "checkpoints" / "last.pt"
             where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
@@ -155,6 +187,31 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / t.grad_accum_steps, correct
 
+    def _agree(self, loss_sum: torch.Tensor, correct: torch.Tensor, grad_norm: torch.Tensor,
+               started: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Under torchrun: the step's loss, accuracy and grad norm over all ranks, and the decisions every
+        rank must take together (stop on a signal, max_time); a single process keeps its own values."""
+        if not self.dist.active:
+            return loss_sum, correct, grad_norm
+        clock = time.perf_counter() - started
+        budget = self.cfg.train.max_time
+        over = bool(budget) and self.state.elapsed + clock + self.last_eval_seconds >= budget
+        agreed = distributed.agree_step(self.dist, loss_sum, correct, grad_norm, self._received_stop, clock, over)
+        self._agreed_clock, self._agreed_out_of_time = agreed.clock, agreed.out_of_time
+        if self._agreed_stop is None:
+            self._agreed_stop = agreed.stop_signal
+        return agreed.loss_sum, agreed.correct, agreed.grad_norm
+
+    @property
+    def stop_signal(self) -> int | None:
+        # Signals land on each rank at a slightly different moment; ranks acting on their own would part
+        # ways (one saving, one stepping) and wait forever in collectives that never match.
+        return self._agreed_stop if self.dist.active else self._received_stop
+
+    @stop_signal.setter
+    def stop_signal(self, signum: int | None) -> None:
+        self._received_stop = signum
+
     def fit(self, run_dir: Path) -> int:
         """Train into `run_dir` until epochs, max_steps or max_time run out; returns the exit code."""
         self.run_dir = run_dir
@@ -163,12 +220,13 @@ class Trainer:
             self.console.print(f"{run_dir} already finished (step {self.state.step}); to train it further raise "
                                "train.epochs or train.max_steps with --set", highlight=False, soft_wrap=True)
             return 0
-        ckpt.remove_leftovers(run_dir / "checkpoints")
-        if self.resumed:
-            rewind_metrics(run_dir, self.state.step)
+        if self.dist.is_main:
+            ckpt.remove_leftovers(run_dir / "checkpoints")
+            if self.resumed:
+                rewind_metrics(run_dir, self.state.step)
         # Everything logged at the checkpoint's step was written before that checkpoint was saved, so only
         # later points can be repeated; purging from the checkpoint's own step would drop points never rewritten.
-        self.tb = TBLogger(run_dir, self.cfg.log.tensorboard,
+        self.tb = TBLogger(run_dir, self.cfg.log.tensorboard and self.dist.is_main,
                            purge_step=self.state.step + 1 if self.resumed else None)
         handlers = self._install_signal_handlers()
         try:
@@ -190,7 +248,7 @@ class Trainer:
         stopped = False
         while st.epoch <= t.epochs and not stopped:
             bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, desc=f"epoch {st.epoch}",
-                       leave=False, disable=None, dynamic_ncols=True, file=sys.stderr)
+                       leave=False, disable=None if self.dist.is_main else True, dynamic_ncols=True, file=sys.stderr)
             # Seeded with the totals of the steps before a resume, so the sum is accumulated in the same
             # order as in an uninterrupted run and the epoch's mean train loss matches it bit for bit.
             epoch_loss = torch.tensor(st.epoch_loss_sum, device=self.device, dtype=torch.float64)
@@ -230,6 +288,8 @@ class Trainer:
     def _log_step(self, loss: float, bar: tqdm) -> None:
         st = self.state
         bar.set_postfix(loss=f"{loss:.4f}")
+        if not self.dist.is_main:
+            return
         lr = self.optimizer.param_groups[0]["lr"]
         self.tb.scalars(st.step, {"loss/train_step": loss})
         with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
@@ -241,14 +301,16 @@ class Trainer:
         st, t = self.state, self.cfg.train
         st.epoch_loss_sum = float(loss)
         st.epoch_correct = int(correct)
-        st.epoch_count += steps * t.grad_accum_steps * t.batch_size * self.cfg.model.block_size
+        st.epoch_count += steps * t.grad_accum_steps * t.batch_size * self.cfg.model.block_size * self.dist.world
         st.epoch_train_time += time.perf_counter() - since
 
     def _end_epoch(self, started: float, final: bool) -> None:
         st, t = self.state, self.cfg.train
         eval_start = time.perf_counter()
-        val = summarise(*evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
-                                  autocast(self.device, self.bf16)))
+        totals = evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
+                          autocast(self.device, self.bf16), shard=(self.dist.rank, self.dist.world))
+        distributed.all_reduce_sum(self.dist, *totals)
+        val = summarise(*totals)
         self.last_eval_seconds = time.perf_counter() - eval_start
         steps = st.step_in_epoch
         stats = EpochStats(
@@ -272,10 +334,11 @@ class Trainer:
             "accuracy/train": stats.train_accuracy, "accuracy/val": stats.val_accuracy,
             "lr": stats.lr, "throughput/tokens_per_s": stats.tokens_per_s,
         })
-        if self.cfg.log.sample_chars:
+        if self.cfg.log.sample_chars and self.dist.is_main:
             self.tb.text("sample", self.sample(self.cfg.log.sample_chars), st.step)
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(stats.to_dict()) + "\n")
+        if self.dist.is_main:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(stats.to_dict()) + "\n")
         st.epoch += 1
         st.step_in_epoch = 0
         st.epoch_loss_sum, st.epoch_correct, st.epoch_count, st.epoch_train_time = 0.0, 0, 0, 0.0
@@ -313,6 +376,8 @@ class Trainer:
     def _finish(self, started: float) -> None:
         st = self.state
         st.elapsed = self._elapsed(started)
+        if not self.dist.is_main:
+            return  # the rest is reporting
         losses = [h["val_loss"] for h in st.history]
         self.console.print()
         self.console.print(loss_chart(losses), highlight=False)
@@ -375,5 +440,5 @@ def write_run_info(cfg: Config, run_dir: Path) -> None:
     save_config(cfg, run_dir / "config.yaml")
     info = {"torch": str(torch.__version__), "device": str(resolve_device(cfg.train.device)),
             "git_commit": git_commit(Path(__file__).resolve().parent.parent),
-            "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "argv": sys.argv, "processes": distributed.current().world, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
