@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -60,18 +61,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}; pass --run DIR or --checkpoint FILE of a trained run")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about unusual pickle protocols; the one line below says all the user needs.
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+        # The restricted unpickler names the import it blocked (e.g. "GLOBAL posix.system"); other refusals are
+        # bytes it cannot parse at all, and its long generic advice (retry with weights_only=False) must not be shown.
+        if "GLOBAL" in str(e):
             raise UserError(
                 f"refusing to load {path}: it holds Python objects that could run code; "
                 "only load checkpoints written by attnlm"
             ) from None
-        raise UserError(f"{path} is not a readable checkpoint ({_first_line(e)}); use another checkpoint") from None
+        raise UserError(f"{path} is truncated or not a checkpoint (not a PyTorch weights file); use another "
+                        "checkpoint, e.g. best.pt") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(
             f"{path} is truncated or not a checkpoint ({_first_line(e)}); use another checkpoint, e.g. best.pt"
         ) from None
+    except Exception:  # arbitrary bytes make the legacy unpickler raise KeyError, IndexError, ...
+        raise UserError(f"{path} is truncated or not a checkpoint (not a PyTorch weights file); use another "
+                        "checkpoint, e.g. best.pt") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an attnlm checkpoint; pass a .pt file from a run's checkpoints/ folder")
     if payload.get("version") != VERSION:

@@ -1,0 +1,128 @@
+"""Interrupts, kills and numerical faults never cost more than the steps since the last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from run_helpers import (
+    ONE_THREAD,
+    assert_same_training,
+    cli,
+    last_logged_step,
+    load_checkpoint,
+    reference_run,
+    snapshot,
+    start,
+    train_args,
+    wait_for_step,
+)
+
+from attnlm.checkpoint import TEMP_PREFIX
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
+    return reference_run(tmp_path_factory, small_corpus)
+
+
+def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited {proc.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.0002)
+
+
+def test_second_ctrl_c_exits_at_once_and_leaves_a_whole_checkpoint(tmp_path: Path, small_corpus: Path) -> None:
+    # 40 micro-batches per step make a step long enough for the second Ctrl-C to land inside it.
+    args = train_args(small_corpus, tmp_path, "twice", "--set", "train.grad_accum_steps=40",
+                      "--set", "train.epochs=1", "--set", "train.steps_per_epoch=5", "--set", "train.checkpoint_every=1")
+    run, err_path = tmp_path / "twice", tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "attnlm", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=err, text=True, env={**os.environ, **ONE_THREAD})
+        wait_for_step(run, 2, proc)
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "SIGINT received" in err_path.read_text(), "the first SIGINT to be noticed", proc)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    stderr = err_path.read_text()
+    assert proc.returncode == 130
+    assert f"SIGINT again: exiting now; resume from the last checkpoint with: attnlm train --resume {run}\n" in stderr
+    assert "stopped at step" not in out, "the second Ctrl-C must not wait for the step to finish"
+    assert "Traceback" not in out + stderr
+    # Resuming after an abrupt exit is proven by the SIGKILL test; here: the checkpoint is whole and current.
+    # A step is logged just before its checkpoint is written; the exit may have come in between.
+    payload = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last_logged_step(run) - 1 <= payload["state"]["step"] <= last_logged_step(run)
+
+
+def test_sigkill_at_any_moment_never_leaves_a_torn_checkpoint(tmp_path: Path, small_corpus: Path,
+                                                                reference: Path) -> None:
+    """Kill -9 a training that saves every step, half the time while a checkpoint is being written."""
+    run = tmp_path / "killed"
+    folder = run / "checkpoints"
+    rng = random.Random(5)
+    kills, torn_saves, saved_step = 0, 0, 0
+    # At least 4 kills; more (up to 12) until one has provably landed inside a save and left its temp file.
+    while kills < 4 or (torn_saves == 0 and kills < 12):
+        if kills == 0:
+            proc = start(*train_args(small_corpus, tmp_path, "killed", "--set", "train.checkpoint_every=1"))
+        else:
+            proc = start("train", "--resume", str(run))
+        # Lines past the checkpoint's step + 1 can only come from this process: it has made progress.
+        wait_for_step(run, saved_step + 3, proc)
+        if kills % 2 == 0:
+            old = set(folder.glob(TEMP_PREFIX + "*"))
+            wait_for(lambda old=old: bool(set(folder.glob(TEMP_PREFIX + "*")) - old), "a checkpoint write", proc)
+        else:
+            time.sleep(rng.uniform(0, 0.05))
+        logged = last_logged_step(run)
+        proc.kill()
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        kills += 1
+        torn_saves += bool(list(folder.glob(TEMP_PREFIX + "*")))
+        for name in ("last.pt", "best.pt"):
+            if (folder / name).exists():
+                load_checkpoint(folder / name)  # raises on a truncated or corrupt file
+        saved_step = load_checkpoint(folder / "last.pt")["state"]["step"]
+        assert saved_step >= logged - 1, "checkpoint_every=1 must lose at most one step"
+    assert torn_saves, "no kill landed inside a checkpoint write"
+
+    cli("train", "--resume", str(run), check=True)
+    assert not list(folder.glob(TEMP_PREFIX + "*")), "resume must clean up the temp files of killed saves"
+    # Checkpointing every step and being killed repeatedly changes nothing about the training itself.
+    assert_same_training(run, reference)
+
+
+def test_non_finite_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                                    reference: Path) -> None:
+    run = tmp_path / "diverges"
+    shutil.copytree(reference, run)
+    before = snapshot(run / "checkpoints")
+    # One more epoch at an absurd learning rate: the first update blows the weights up, the next loss is inf/nan.
+    result = cli("train", "--resume", str(run), "--set", "train.epochs=4", "--set", "train.lr=1e30")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(
+        rf"error: non-finite (loss|gradient norm) at step 9[12]; training stopped before the update "
+        rf"\(last good checkpoint: {re.escape(str(run))}/checkpoints/last\.pt\); lower train\.lr or raise "
+        rf"train\.warmup_steps", lines[0]), lines[0]
+    assert snapshot(run / "checkpoints") == before
