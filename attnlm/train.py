@@ -134,9 +134,12 @@ class Trainer:
             if not self.dist.is_main:
                 return
         folder = self.run_dir / "checkpoints"
-        ckpt.save_checkpoint(payload, folder / "last.pt")
+        # best.pt first: a kill between the two writes then leaves last.pt before this epoch's end, and the
+        # resumed run redoes that end and writes best.pt again. In the other order the resumed run would
+        # believe best.pt holds this epoch while it holds an older one.
         if best:
             ckpt.save_checkpoint(payload, folder / "best.pt")
+        ckpt.save_checkpoint(payload, folder / "last.pt")
 
     def _rank_rng(self) -> dict[str, torch.Tensor | None]:
         return {"torch": torch.get_rng_state(), "data": self.sampler.state(),
@@ -257,6 +260,9 @@ class Trainer:
             step_clock = time.perf_counter()
             while st.step_in_epoch < self.steps_per_epoch:
                 if (t.max_steps and st.step >= t.max_steps) or self._out_of_time(started):
+                    # The end of the run, not a pause: the LR schedule was annealed to this point, so the partial
+                    # epoch is evaluated and closed. Raising max_steps on --resume extends the run on a new, longer
+                    # schedule (not bit-equal to a run planned that long); a pause that resumes exactly is a signal.
                     stopped = True
                     break
                 loss, correct = self._step(started)
