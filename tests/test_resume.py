@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from run_helpers import (
     STEPS,
+    assert_same_tensors,
     assert_same_training,
     cli,
+    epoch_results,
     load_checkpoint,
     reference_run,
     snapshot,
@@ -69,3 +71,24 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, reference: Path
     assert result.returncode == 0, result.stderr
     assert f"{run} already finished (step {STEPS}); to train it further raise train.epochs" in result.stdout
     assert snapshot(run) == before
+
+
+def test_max_steps_stop_ends_the_run_and_raising_it_continues_the_same_batches(tmp_path: Path,
+                                                                                small_corpus: Path) -> None:
+    """max_steps is the end of a run: the partial epoch is evaluated and closed, and the LR schedule was
+    annealed to it. Raising it on --resume continues the run on a longer schedule, so only within warmup
+    (where the LR does not depend on the horizon) can it equal a run planned that long from the start;
+    there it must, step for step and weight for weight."""
+    warm = ("--set", "train.warmup_steps=60", "--set", "log.sample_chars=0")
+    cli(*train_args(small_corpus, tmp_path, "planned", *warm, "--set", "train.max_steps=45"), check=True)
+    cli(*train_args(small_corpus, tmp_path, "extended", *warm, "--set", "train.max_steps=20"), check=True)
+    run = tmp_path / "extended"
+    assert [(e[0], e[1]) for e in epoch_results(run)] == [(1, 20)]  # the partial epoch was closed
+    result = cli("train", "--resume", str(run), "--set", "train.max_steps=45", check=True)
+    assert "from step 20" in result.stdout
+    planned = tmp_path / "planned"
+    assert step_losses(run) == step_losses(planned)
+    assert [s for s, _ in step_losses(run)] == list(range(1, 46))
+    assert [(e[0], e[1]) for e in epoch_results(run)] == [(1, 20), (2, 45)]  # epochs: 1-20, then 21-45
+    assert_same_tensors(load_checkpoint(run / "checkpoints" / "last.pt")["model"],
+                        load_checkpoint(planned / "checkpoints" / "last.pt")["model"], "last.pt")
