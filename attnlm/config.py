@@ -179,6 +179,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"YAML syntax error in {path}{where}: {e.problem}; fix the file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config {path}: {e}; fix the file") from None
+    except OSError as e:
+        raise UserError(f"cannot read config {path} ({e.strerror}); check that you may read it") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

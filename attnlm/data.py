@@ -55,7 +55,10 @@ def read_text(path: str | Path) -> str:
     if not path.is_file():
         hint = " (run `make data` or `attnlm data shakespeare`)" if path.name == "shakespeare.txt" else ""
         raise UserError(f"data file not found: {path}{hint}; set data.path to a UTF-8 text file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read data file {path} ({e.strerror}); check that you may read it") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -26,7 +26,10 @@ def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -
                 "replace it with --overwrite, or pick another --name"
             )
         shutil.rmtree(folder)
-    (folder / "checkpoints").mkdir(parents=True)
+    try:
+        (folder / "checkpoints").mkdir(parents=True)
+    except OSError as e:  # log.dir is a file, read-only, on a full disk...
+        raise UserError(f"cannot create run folder {folder} ({e.strerror}); set log.dir to a folder you can write to") from None
     return folder
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import cli, snapshot
+from run_helpers import cli, reference_run, snapshot
 
 
 class RunsCode:
@@ -132,6 +132,8 @@ CASES = [
     Case("run-folder-exists", lambda ws, corpus: train_args(ws, corpus, "--name", "shared"),
          rf"run folder ({P}/shared) already exists; continue it with --resume \1, replace it with --overwrite, "
          "or pick another --name"),
+    Case("log-dir-is-a-file", lambda ws, corpus: train_args(ws, corpus, "--set", f"log.dir={write(ws / 'notes', 'x')}"),
+         rf"cannot create run folder {P}notes/tiny \(Not a directory\); set log\.dir to a folder you can write to"),
     Case("cuda-absent", with_set("train.device=cuda"),
          r"train\.device is 'cuda' but CUDA is not available here; use --set train\.device=cpu"),
     Case("checkpoint-missing", lambda ws, corpus: ["sample", "--checkpoint", str(ws / "missing.pt")],
@@ -183,17 +185,17 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path,
-             trained_run: tuple[Path, subprocess.CompletedProcess]) -> dict[str, Outcome]:
+def outcomes(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> dict[str, Outcome]:
     """Every case's CLI call. Each has its own workspace (a copy of a trained run, its own files), so they
     run side by side: most of a call is starting Python and importing torch, and there are dozens."""
+    trained = reference_run(tmp_path_factory, small_corpus)
     root = tmp_path_factory.mktemp("errors")
     prepared = {}
     for case in CASES:
         if case.id == "cuda-absent" and not NO_CUDA:
             continue
         ws = root / case.id
-        shutil.copytree(trained_run[0], ws / "runs" / "shared")
+        shutil.copytree(trained, ws / "runs" / "shared")
         args = case.setup(ws, small_corpus)
         prepared[case.id] = (ws, args, snapshot(ws, small_corpus))
 
