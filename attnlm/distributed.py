@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -247,6 +248,18 @@ def agree_step(ctx: Context, loss_sum: torch.Tensor, correct: torch.Tensor, grad
     return StepAgreement(loss_sum=(v[_LOSS] / ctx.world).to(loss_sum.dtype), correct=v[_CORRECT].round().long(),
                          grad_norm=v[_GRAD_NORM] / ctx.world, stop_signal=stop, clock=host[_CLOCK],
                          out_of_time=bool(host[_OUT_OF_TIME]))
+
+
+def resume_command(ctx: Context, run_dir: Path) -> str:
+    """The command that continues `run_dir`: a run is resumed the way it was launched."""
+    folder = shlex.quote(str(run_dir))
+    if not ctx.active:
+        return f"attnlm train --resume {folder}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))
+    if per_node == ctx.world:
+        return f"torchrun --standalone --nproc_per_node={per_node} -m attnlm train --resume {folder}"
+    return (f"torchrun --nnodes={ctx.world // per_node} --nproc_per_node={per_node} --rdzv-backend=c10d "
+            f"--rdzv-endpoint=HOST:PORT -m attnlm train --resume {folder}")
 
 
 def check_world(ctx: Context, saved_world: int) -> None:

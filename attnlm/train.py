@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import signal
 import sys
 import time
@@ -415,7 +414,7 @@ class Trainer:
                 # Second signal: leave now. Checkpoints are renamed into place whole, so none is torn.
                 # os.write, not print: the interrupted code may be inside a buffered write to stdout.
                 os.write(2, f"\n{signal.Signals(signum).name} again: exiting now; resume from the last "
-                            f"checkpoint with: attnlm train --resume {shlex.quote(str(self.run_dir))}\n".encode())
+                            f"checkpoint with: {distributed.resume_command(self.dist, self.run_dir)}\n".encode())
                 os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
             self.stop_signal = signum
             # Said at once: a step or an evaluation can take a while, and silence invites a second Ctrl-C.
@@ -437,7 +436,7 @@ class Trainer:
         name = signal.Signals(self.stop_signal).name
         self.console.print(
             f"\n{name}: stopped at step {self.state.step} and saved {self.run_dir}/checkpoints/last.pt; "
-            f"resume with: attnlm train --resume {shlex.quote(str(self.run_dir))}", highlight=False,
+            f"resume with: {distributed.resume_command(self.dist, self.run_dir)}", highlight=False,
             soft_wrap=True)  # never break the command across lines: users copy it
         return EXIT_SIGNAL[self.stop_signal]
 

@@ -142,6 +142,7 @@ def test_distributed_run_stopped_then_resumed_matches_the_uninterrupted_run(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, out + err
     assert out.count("SIGTERM: stopped at step") == 1, out + err
+    assert f"resume with: torchrun --standalone --nproc_per_node=2 -m attnlm train --resume {run}" in out
     stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"]
     assert 6 <= stopped_at < STEPS
 
