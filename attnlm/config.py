@@ -79,6 +79,7 @@ class LogConfig:
     sample_chars: int = _f(200, "characters of text sampled at the end of each epoch and of training")
     sample_prompt: str = _f("\n", "prompt for those samples")
     probe_text: str | None = _f(None, "text whose attention is logged as images (default: from val)")
+    attention_images: bool = _f(True, "log each layer's attention on probe_text to TensorBoard every epoch")
     print_every: int = _f(10, "steps between live loss updates on the progress bar")
 
 

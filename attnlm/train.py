@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from attnlm import checkpoint as ckpt
 from attnlm import distributed
+from attnlm.attention_plots import probe_ids, probe_images
 from attnlm.config import Config, resolve_accumulation, save_config
 from attnlm.data import BatchSampler, Corpus, Vocab, load_corpus, steps_per_epoch
 from attnlm.device import autocast, resolve_device, use_bf16
@@ -69,6 +70,8 @@ class Trainer:
         self.run_dir = Path(cfg.log.dir)  # set by fit()
         vocab = Vocab(resume["vocab"]) if resume else None
         self.corpus, self.model, self.device, self.bf16 = prepare(cfg, vocab)
+        # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
+        self.probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         t = cfg.train
         self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size,
@@ -341,6 +344,11 @@ class Trainer:
         })
         if self.cfg.log.sample_chars and self.dist.is_main:
             self.tb.text("sample", self.sample(self.cfg.log.sample_chars), st.step)
+        if self.cfg.log.tensorboard and self.cfg.log.attention_images and self.dist.is_main:
+            # One heat-map grid per layer at every epoch, so TensorBoard's slider shows attention forming.
+            probe_text = self.corpus.vocab.decode(self.probe)
+            for tag, image in probe_images(self.model, self.probe, probe_text).items():
+                self.tb.image(tag, image, st.step)
         if self.dist.is_main:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(stats.to_dict()) + "\n")
