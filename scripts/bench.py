@@ -143,7 +143,8 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"attnlm train exited {proc.returncode}")
     run = out / name
     summary = json.loads((run / "summary.json").read_text())
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows_ = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in rows_ if r.get("kind", "epoch") == "epoch"]  # the file also holds per-step loss rows
     final = epochs[-1]
     tokens = summary["steps"] * cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size
     rows = [("config", f"{args.config} {' '.join(args.set)}".strip()), ("budget (train.max_time)", f"{cfg.train.max_time}s"),
