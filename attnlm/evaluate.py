@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlm.data import eval_windows
+from attnlm.device import eager
 from attnlm.model import AttnLM
 
 
@@ -42,7 +43,7 @@ def evaluate(model: AttnLM, data: torch.Tensor, batch_size: int, device: torch.d
         if i % world != rank:
             continue
         x, y = x.to(device), y.to(device)
-        with autocast or contextlib.nullcontext():
+        with autocast or contextlib.nullcontext(), eager():
             logits, _ = model(x)  # (B, T, V)
         logits = logits.float().flatten(0, 1)
         loss_sum += F.cross_entropy(logits, y.flatten(), reduction="sum").double()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attnlm.device import eager
 from attnlm.errors import UserError
 from attnlm.model import AttnLM, KVCache
 
@@ -80,14 +81,15 @@ def generate(
     new: list[int] = []
     for _ in range(max_new_tokens):
         start = context_start(len(tokens), anchor, block)
-        if not use_cache:
-            idx = torch.tensor([tokens[start:]], device=device)
-            logits, _ = model(idx)
-        elif cache is None or start != anchor:
-            cache = KVCache.empty(model.cfg, 1, device, dtype)
-            logits, _ = model(torch.tensor([tokens[start:]], device=device), cache)  # refill
-        else:
-            logits, _ = model(torch.tensor([tokens[-1:]], device=device), cache)  # one new position
+        with eager():
+            if not use_cache:
+                idx = torch.tensor([tokens[start:]], device=device)
+                logits, _ = model(idx)
+            elif cache is None or start != anchor:
+                cache = KVCache.empty(model.cfg, 1, device, dtype)
+                logits, _ = model(torch.tensor([tokens[start:]], device=device), cache)  # refill
+            else:
+                logits, _ = model(torch.tensor([tokens[-1:]], device=device), cache)  # one new position
         anchor = start
         probs = next_token_probs(logits[0, -1], opts).cpu()
         token = int(torch.multinomial(probs, 1, generator=generator))
