@@ -17,7 +17,7 @@ from attnlm.device import resolve_device
 from attnlm.errors import UserError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.generation import SamplingOptions, generate
-from attnlm.runs import list_run_dirs, new_run_dir, resolve_checkpoint
+from attnlm.runs import list_run_dirs, new_run_dir, resolve_checkpoint, write_run_info
 from attnlm.runs import summarise as summarise_run
 
 
@@ -38,7 +38,7 @@ def train(config: Path | None, overrides: list[str], resume: Path | None, overwr
 def _setup_training(config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
                     name: str | None, console: Console, is_main: bool) -> tuple[Any, Path | None]:
     """The trainer and its run folder (made by the main process only; None elsewhere)."""
-    from attnlm.train import Trainer, write_run_info
+    from attnlm.train import Trainer
 
     if name:
         overrides = [*overrides, f"log.name={name}"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from attnlm.checkpoint import atomic_write
+from attnlm.config import Config, save_config
 from attnlm.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
@@ -123,3 +125,18 @@ def summarise(folder: Path) -> RunSummary:
         seconds=rows[-1]["elapsed"] if rows else 0.0,
         finished=finished,
     )
+
+
+def write_run_info(cfg: Config, run_dir: Path) -> None:
+    """The merged config, and what produced the run: torch version, device, commit, command line."""
+    import torch
+
+    from attnlm import distributed
+    from attnlm.device import resolve_device
+
+    save_config(cfg, run_dir / "config.yaml")
+    info = {"torch": str(torch.__version__), "device": str(resolve_device(cfg.train.device)),
+            "git_commit": git_commit(Path(__file__).resolve().parent.parent),
+            "argv": sys.argv,
+            "processes": distributed.current().world, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -20,19 +19,18 @@ from tqdm import tqdm
 from attnlm import checkpoint as ckpt
 from attnlm import distributed
 from attnlm.attention_plots import probe_ids, probe_images
-from attnlm.config import Config, resolve_accumulation, save_config
+from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Corpus, Vocab, load_corpus, steps_per_epoch
 from attnlm.device import autocast, resolve_device, use_bf16
 from attnlm.errors import NumericalError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.generation import SamplingOptions, generate
+from attnlm.interrupts import EXIT_SIGNAL, stop_requests
 from attnlm.model import AttnLM
 from attnlm.optim import build_optimizer, learning_rate
 from attnlm.report import EpochStats, EpochTable, loss_chart, observation
-from attnlm.runs import METRICS_FILE, SUMMARY_FILE, git_commit, rewind_metrics
+from attnlm.runs import METRICS_FILE, SUMMARY_FILE, rewind_metrics
 from attnlm.tblog import TBLogger
-
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -82,7 +80,7 @@ class Trainer:
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
         self.state = TrainState()
-        self.stop_signal: int | None = None
+        self._received_stop: int | None = None
         self.last_eval_seconds = 0.0
         self._agreed_stop: int | None = None
         self._agreed_clock, self._agreed_out_of_time = 0.0, False
@@ -213,8 +211,7 @@ class Trainer:
         # ways (one saving, one stepping) and wait forever in collectives that never match.
         return self._agreed_stop if self.dist.active else self._received_stop
 
-    @stop_signal.setter
-    def stop_signal(self, signum: int | None) -> None:
+    def _record_signal(self, signum: int | None) -> None:
         self._received_stop = signum
 
     def fit(self, run_dir: Path) -> int:
@@ -233,12 +230,11 @@ class Trainer:
         # later points can be repeated; purging from the checkpoint's own step would drop points never rewritten.
         self.tb = TBLogger(run_dir, self.cfg.log.tensorboard and self.dist.is_main,
                            purge_step=self.state.step + 1 if self.resumed else None)
-        handlers = self._install_signal_handlers()
         try:
-            return self._fit()
+            with stop_requests(self._record_signal, lambda: self._received_stop,
+                               lambda: distributed.resume_command(self.dist, self.run_dir)):
+                return self._fit()
         finally:
-            for sig, old in handlers.items():
-                signal.signal(sig, old)
             self.tb.close()
 
     def _finished(self) -> bool:
@@ -407,7 +403,8 @@ class Trainer:
                              "hparam/final_val_accuracy": last["val_accuracy"]}, st.step)
         summary = {"best_val_loss": st.best_val, "best_epoch": st.best_epoch, "steps": st.step,
                    "epochs": len(st.history), "seconds": st.elapsed}
-        (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        # Atomic like the checkpoints: `attnlm runs` reads a run as finished when this file exists.
+        ckpt.atomic_write(self.run_dir / SUMMARY_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
         self.console.print(f"run saved in {self.run_dir}/ (checkpoints/best.pt, checkpoints/last.pt, "
                            f"TensorBoard: tensorboard --logdir {self.run_dir.parent})", highlight=False)
         if self.cfg.log.sample_chars:
@@ -416,27 +413,6 @@ class Trainer:
             sys.stdout.write("\n")
 
     # ----- interrupts --------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def handle(signum: int, frame: Any) -> None:
-            if self.stop_signal is not None:
-                # Second signal: leave now. Checkpoints are renamed into place whole, so none is torn.
-                # os.write, not print: the interrupted code may be inside a buffered write to stdout.
-                os.write(2, f"\n{signal.Signals(signum).name} again: exiting now; resume from the last "
-                            f"checkpoint with: {distributed.resume_command(self.dist, self.run_dir)}\n".encode())
-                os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
-            self.stop_signal = signum
-            # Said at once: a step or an evaluation can take a while, and silence invites a second Ctrl-C.
-            os.write(2, f"\n{signal.Signals(signum).name} received: finishing the current step, then saving a "
-                        "checkpoint (send it again to quit at once)\n".encode())
-
-        old = {}
-        for sig in EXIT_SIGNAL:
-            try:
-                old[sig] = signal.signal(sig, handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return old
-
     def _interrupted(self, started: float) -> int:
         self.state.elapsed = self._elapsed(started)
         self.save()
@@ -447,11 +423,3 @@ class Trainer:
             f"resume with: {distributed.resume_command(self.dist, self.run_dir)}", highlight=False,
             soft_wrap=True)  # never break the command across lines: users copy it
         return EXIT_SIGNAL[self.stop_signal]
-
-
-def write_run_info(cfg: Config, run_dir: Path) -> None:
-    save_config(cfg, run_dir / "config.yaml")
-    info = {"torch": str(torch.__version__), "device": str(resolve_device(cfg.train.device)),
-            "git_commit": git_commit(Path(__file__).resolve().parent.parent),
-            "argv": sys.argv, "processes": distributed.current().world, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
