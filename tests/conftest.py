@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "shakespeare.txt"  # prepared by `make test` (attnlm data shakespeare)
@@ -50,3 +52,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) ->
     result = run_cli("train", "--config", "configs/tiny.yaml", *TINY, "--set", f"data.path={small_corpus}",
                      "--set", f"log.dir={runs}", "--name", "shared", "--set", "log.timestamp=false", check=True)
     return runs / "shared", result
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
+    """The uninterrupted run that the resume, interrupt, error and reproducibility tests compare against."""
+    from run_helpers import reference_run  # imported here: run_helpers itself imports this module
+
+    return reference_run(tmp_path_factory, small_corpus)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """In-process training on one thread: on 2 shared cores two threads wait on each other (measured 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,7 @@ TINY = ["model.block_size=32", "model.n_layer=2", "model.n_head=2", "model.n_emb
         "log.tensorboard=false", "train.eval_batch_size=256"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """In-process training on one thread: on 2 shared cores two threads wait on each other (measured 20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gradients_per_step(corpus: Path, tmp: Path, batch_size: int, accum: int) -> tuple[list[list[torch.Tensor]], Trainer]:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,7 @@ SINGLE = ["--set", "train.batch_size=16", *PER_RANK[2:]]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """In-process training on one thread: on 2 shared cores two threads wait on each other (measured 20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from conftest import ROOT
 from run_helpers import (
     ONE_THREAD,
@@ -21,7 +20,6 @@ from run_helpers import (
     cli,
     last_logged_step,
     load_checkpoint,
-    reference_run,
     snapshot,
     start,
     train_args,
@@ -29,11 +27,6 @@ from run_helpers import (
 )
 
 from attnlm.checkpoint import TEMP_PREFIX
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
-    return reference_run(tmp_path_factory, small_corpus)
 
 
 def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -6,7 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import ROOT
 from run_helpers import (
@@ -14,17 +13,11 @@ from run_helpers import (
     assert_same_training,
     cli,
     load_checkpoint,
-    reference_run,
     step_losses,
     train_args,
 )
 
 from attnlm.runs import git_commit
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
-    return reference_run(tmp_path_factory, small_corpus)
 
 
 def test_same_config_and_seed_give_identical_losses_and_weights(tmp_path: Path, small_corpus: Path,

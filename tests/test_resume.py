@@ -7,7 +7,6 @@ import shutil
 import signal
 from pathlib import Path
 
-import pytest
 from run_helpers import (
     STEPS,
     assert_same_tensors,
@@ -15,7 +14,6 @@ from run_helpers import (
     cli,
     epoch_results,
     load_checkpoint,
-    reference_run,
     snapshot,
     start,
     step_losses,
@@ -23,11 +21,6 @@ from run_helpers import (
     wait_for_step,
 )
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
-    return reference_run(tmp_path_factory, small_corpus)
 
 
 def test_run_stopped_by_signals_and_resumed_matches_uninterrupted_run(tmp_path: Path, small_corpus: Path,
