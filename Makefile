@@ -37,8 +37,14 @@ test: install data
 lint: install
 	$(BIN)/ruff check attnlm tests scripts
 
-bench: install data
-	$(BIN)/python scripts/bench.py
+# The benchmark corpus is nanoGPT's tiny Shakespeare; it is not downloaded for you (README, Performance).
+BENCH_CORPUS := data/tinyshakespeare.txt
+
+$(BENCH_CORPUS):
+	@echo "make bench needs $@: copy nanoGPT's tiny Shakespeare input.txt there (README, Performance)"; exit 1
+
+bench: install $(BENCH_CORPUS)
+	$(BIN)/python scripts/bench.py all --data $(BENCH_CORPUS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -45,7 +45,7 @@ def use_bf16(device: torch.device, precision: str) -> bool:
             raise UserError("train.precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
         return True
     # auto on CPU stays fp32 so results do not depend on the CPU model; bf16 is opt-in although it measured
-    # 1.5x the tokens/s of fp32 on an AVX512-BF16 EPYC (README, Performance).
+    # 1.3-1.5x the tokens/s of fp32 on an AVX512-BF16 EPYC (README, Performance).
     return False
 
 

@@ -33,6 +33,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from attnlm.config import Config, load_config  # noqa: E402
+from attnlm.device import cpu_has_bf16  # noqa: E402
 from attnlm.runs import git_commit  # noqa: E402
 
 console = Console(highlight=False)
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     base = ["--data", args.data]
     main(["throughput", "--config", "configs/reference-cpu.yaml", *base])
+    if torch.cuda.is_available() or cpu_has_bf16():
+        main(["throughput", "--config", "configs/reference-cpu.yaml", *base,
+              "--set", "train.precision=bf16", "--set", "train.compile=true"])
     main(["throughput", "--config", args.speedrun_config, *base])
     out = tempfile.mkdtemp(prefix="attnlm-bench-")
     main(["speedrun", "--config", args.speedrun_config, "--out", out, *base])
