@@ -79,9 +79,9 @@ def generate(
     cache: KVCache | None = None
     dtype = next(model.parameters()).dtype
     new: list[int] = []
-    for _ in range(max_new_tokens):
-        start = context_start(len(tokens), anchor, block)
-        with eager():
+    with eager():  # entered once: switching the compile stance costs ~0.1 ms, ~10 % of a cached step
+        for _ in range(max_new_tokens):
+            start = context_start(len(tokens), anchor, block)
             if not use_cache:
                 idx = torch.tensor([tokens[start:]], device=device)
                 logits, _ = model(idx)
@@ -90,12 +90,12 @@ def generate(
                 logits, _ = model(torch.tensor([tokens[start:]], device=device), cache)  # refill
             else:
                 logits, _ = model(torch.tensor([tokens[-1:]], device=device), cache)  # one new position
-        anchor = start
-        probs = next_token_probs(logits[0, -1], opts).cpu()
-        token = int(torch.multinomial(probs, 1, generator=generator))
-        tokens.append(token)
-        new.append(token)
-        if on_token is not None:
-            on_token(token)
+            anchor = start
+            probs = next_token_probs(logits[0, -1], opts).cpu()
+            token = int(torch.multinomial(probs, 1, generator=generator))
+            tokens.append(token)
+            new.append(token)
+            if on_token is not None:
+                on_token(token)
     model.train(was_training)
     return torch.tensor(new, dtype=torch.long)
