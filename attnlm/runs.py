@@ -117,12 +117,18 @@ def summarise(folder: Path) -> RunSummary:
     rows = [r for r in read_metrics(folder) if r.get("kind") == "epoch"]
     vals = [r["val_loss"] for r in rows]
     finished = (folder / SUMMARY_FILE).exists()
+    seconds = rows[-1]["elapsed"] if rows else 0.0
+    if finished:
+        try:  # the whole run, as its final report printed it, not just up to the last evaluation
+            seconds = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))["seconds"]
+        except (OSError, ValueError, KeyError):
+            pass
     return RunSummary(
         path=folder,
         epochs=len(rows),
         steps=rows[-1]["step"] if rows else 0,
         best_val=min(vals) if vals else None,
-        seconds=rows[-1]["elapsed"] if rows else 0.0,
+        seconds=seconds,
         finished=finished,
     )
 
