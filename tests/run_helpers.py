@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,15 +73,21 @@ def last_logged_step(run: Path) -> int:
     return step
 
 
-def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen, timeout: float = 60,
+             poll: float = 0.005) -> None:
+    """Poll until `condition()` holds; fail (killing `proc`) if training exits first or time runs out."""
     deadline = time.monotonic() + timeout
-    while last_logged_step(run) < step:
+    while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"training exited {proc.returncode} before step {step}: {proc.communicate()}")
+            raise AssertionError(f"training exited {proc.returncode} while waiting for {what}: {proc.communicate()}")
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"training did not reach step {step} in {timeout}s")
-        time.sleep(0.005)
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    wait_for(lambda: last_logged_step(run) >= step, f"step {step}", proc, timeout)
 
 
 def step_losses(run: Path) -> list[tuple[int, float]]:

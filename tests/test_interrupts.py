@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from conftest import ROOT
@@ -23,21 +22,11 @@ from run_helpers import (
     snapshot,
     start,
     train_args,
+    wait_for,
     wait_for_step,
 )
 
 from attnlm.checkpoint import TEMP_PREFIX
-
-
-def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited {proc.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.0002)
 
 
 def test_second_ctrl_c_exits_at_once_and_leaves_a_whole_checkpoint(tmp_path: Path, small_corpus: Path) -> None:
@@ -50,7 +39,7 @@ def test_second_ctrl_c_exits_at_once_and_leaves_a_whole_checkpoint(tmp_path: Pat
                                 stderr=err, text=True, env={**os.environ, **ONE_THREAD})
         wait_for_step(run, 2, proc)
         proc.send_signal(signal.SIGINT)
-        wait_for(lambda: "SIGINT received" in err_path.read_text(), "the first SIGINT to be noticed", proc)
+        wait_for(lambda: "SIGINT received" in err_path.read_text(), "the first SIGINT to be noticed", proc, poll=0.0002)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     stderr = err_path.read_text()
@@ -82,7 +71,7 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_checkpoint(tmp_path: Path, sm
         wait_for_step(run, saved_step + 3, proc)
         if kills % 2 == 0:
             old = set(folder.glob(TEMP_PREFIX + "*"))
-            wait_for(lambda old=old: bool(set(folder.glob(TEMP_PREFIX + "*")) - old), "a checkpoint write", proc)
+            wait_for(lambda old=old: bool(set(folder.glob(TEMP_PREFIX + "*")) - old), "a checkpoint write", proc, poll=0.0002)
         else:
             time.sleep(rng.uniform(0, 0.05))
         logged = last_logged_step(run)
