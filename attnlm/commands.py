@@ -17,7 +17,7 @@ from attnlm.device import resolve_device
 from attnlm.errors import UserError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.generation import SamplingOptions, generate
-from attnlm.runs import list_run_dirs, new_run_dir, resolve_checkpoint, write_run_info
+from attnlm.runs import list_run_dirs, lock_run, new_run_dir, resolve_checkpoint, write_run_info
 from attnlm.runs import summarise as summarise_run
 
 
@@ -51,6 +51,8 @@ def _setup_training(config: Path | None, overrides: list[str], resume: Path | No
         if not last.is_file():
             raise UserError(f"{resume} has no checkpoints/last.pt to resume from (it was stopped before its first "
                             "checkpoint); start it afresh with --config FILE --overwrite")
+        if is_main:
+            lock_run(Path(resume))  # before reading last.pt: a live run could be rewriting it
         payload = load_checkpoint(last)
         saved = config_from_dict(payload["config"])
         cfg = load_config(config, overrides, base=None if config else saved)
@@ -66,6 +68,7 @@ def _setup_training(config: Path | None, overrides: list[str], resume: Path | No
     if not is_main:
         return trainer, None
     run_dir = new_run_dir(cfg.log.dir, cfg.log.name, cfg.log.timestamp, overwrite)
+    lock_run(run_dir)
     write_run_info(trainer.cfg, run_dir)
     return trainer, run_dir
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,12 +29,28 @@ def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -
                 f"run folder {folder} already exists; continue it with --resume {folder}, "
                 "replace it with --overwrite, or pick another --name"
             )
+        if folder.is_dir():
+            os.close(lock_run(folder))  # never delete a run that is training right now
         shutil.rmtree(folder)
     try:
         (folder / "checkpoints").mkdir(parents=True)
     except OSError as e:  # log.dir is a file, read-only, on a full disk...
         raise UserError(f"cannot create run folder {folder} ({e.strerror}); set log.dir to a folder you can write to") from None
     return folder
+
+
+def lock_run(folder: Path) -> int:
+    """Hold an exclusive lock on a run folder for the rest of this process, so two trainings (a run and a
+    resume of it, or two resumes) can never write one run's checkpoints at once. The kernel drops the lock
+    when the process ends, however it ends, so a killed run never leaves a stale lock behind."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"run {folder} is being trained by another attnlm process right now; "
+                        "let it finish or stop it (Ctrl-C) first") from None
+    return fd
 
 
 def git_commit(cwd: Path) -> str | None:

@@ -112,3 +112,27 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_last_good_checkpo
         rf"\(last good checkpoint: {re.escape(str(run))}/checkpoints/last\.pt\); lower train\.lr or raise "
         rf"train\.warmup_steps", lines[0]), lines[0]
     assert snapshot(run / "checkpoints") == before
+
+
+def test_a_run_in_training_cannot_be_resumed_or_overwritten_at_the_same_time(tmp_path: Path, small_corpus: Path) -> None:
+    args = train_args(small_corpus, tmp_path, "busy", "--set", "train.checkpoint_every=5",
+                      "--set", "train.epochs=30")
+    proc = start(*args)
+    run = tmp_path / "busy"
+    try:
+        wait_for(lambda: (run / "checkpoints" / "last.pt").is_file(), "the first checkpoint", proc)
+        before = snapshot(run)
+        for extra in (["train", "--resume", str(run)], [*args, "--overwrite"]):
+            result = cli(*extra)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.strip().splitlines() == [
+                f"error: run {run} is being trained by another attnlm process right now; "
+                "let it finish or stop it (Ctrl-C) first"]
+        assert run.is_dir() and proc.poll() is None  # the live run was neither deleted nor disturbed
+        assert set(snapshot(run)) >= set(before)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    resumed = cli("train", "--resume", str(run), "--set", "train.epochs=1")  # the lock went with the process
+    assert resumed.returncode == 0, resumed.stderr
