@@ -7,7 +7,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +31,7 @@ from attnlm.optim import build_optimizer, learning_rate
 from attnlm.report import EpochStats, EpochTable, loss_chart, observation
 from attnlm.runs import METRICS_FILE, SUMMARY_FILE, rewind_metrics
 from attnlm.tblog import TBLogger
-
-
-@dataclass
-class TrainState:
-    """Everything about progress that a resumed run needs besides weights and optimizer moments."""
-
-    step: int = 0
-    epoch: int = 1
-    step_in_epoch: int = 0
-    best_val: float = math.inf
-    best_epoch: int = 0
-    elapsed: float = 0.0  # training wall time of earlier sessions of this run
-    epoch_loss_sum: float = 0.0
-    epoch_correct: int = 0
-    epoch_count: int = 0
-    epoch_train_time: float = 0.0
-    history: list[dict] = field(default_factory=list)
+from attnlm.train_state import TrainState, checkpoint_payload, restore, rng_states
 
 
 def prepare(cfg: Config, vocab: Vocab | None = None) -> tuple[Corpus, AttnLM, torch.device, bool]:
@@ -97,40 +81,19 @@ class Trainer:
 
     # ----- checkpoints -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(),
-            "vocab": self.corpus.vocab.chars,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "state": asdict(self.state),
-            "rng": {"torch": torch.get_rng_state(), "data": self.sampler.state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
-            "meta": {"torch": str(torch.__version__), "device": str(self.device), "bf16": self.bf16,
-                     "params": self.model.num_params()},
-        }
+        return checkpoint_payload(self.cfg, self.corpus.vocab.chars, self.model, self.optimizer, self.state,
+                                  rng_states(self.sampler, self.device), self.device, self.bf16)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         ranks = payload["rng"].get("ranks")
         distributed.check_world(self.dist, len(ranks) if ranks else 1)
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = TrainState(**payload["state"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        self.sampler.set_state(payload["rng"]["data"])
-        if self.device.type == "cuda" and payload["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-        if ranks:  # a torchrun run: each rank continues its own streams
-            mine = ranks[self.dist.rank]
-            torch.set_rng_state(mine["torch"])
-            self.sampler.set_state(mine["data"])
-            if self.device.type == "cuda" and mine["cuda"] is not None:
-                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        self.state = restore(payload, self.model, self.optimizer, self.sampler, self.device, self.dist.rank)
 
     def save(self, best: bool = False) -> None:
         payload = self._payload()
         if self.dist.active:
             # Only rank 0 writes, but every rank's batch stream must resume where it stopped.
-            payload["rng"]["ranks"] = distributed.gather(self.dist, self._rank_rng())
+            payload["rng"]["ranks"] = distributed.gather(self.dist, rng_states(self.sampler, self.device))
             if not self.dist.is_main:
                 return
         folder = self.run_dir / "checkpoints"
@@ -140,10 +103,6 @@ class Trainer:
         if best:
             ckpt.save_checkpoint(payload, folder / "best.pt")
         ckpt.save_checkpoint(payload, folder / "last.pt")
-
-    def _rank_rng(self) -> dict[str, torch.Tensor | None]:
-        return {"torch": torch.get_rng_state(), "data": self.sampler.state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
 
     # ----- the loop ----------------------------------------------------------------------------
     def _elapsed(self, started: float) -> float:

@@ -1,0 +1,70 @@
+"""What a checkpoint holds besides the weights: training progress and every random stream."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from attnlm.config import Config
+from attnlm.data import BatchSampler
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a resumed run needs besides weights and optimizer moments."""
+
+    step: int = 0
+    epoch: int = 1
+    step_in_epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    elapsed: float = 0.0  # training wall time of earlier sessions of this run
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_count: int = 0
+    epoch_train_time: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def rng_states(sampler: BatchSampler, device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This process's random streams: torch (dropout), its batch generator, and CUDA's."""
+    return {"torch": torch.get_rng_state(), "data": sampler.state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def checkpoint_payload(cfg: Config, vocab: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       state: TrainState, rng: dict[str, torch.Tensor | None], device: torch.device,
+                       bf16: bool) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "vocab": vocab,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": asdict(state),
+        "rng": {"torch": rng["torch"], "data": rng["data"],
+                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+        "meta": {"torch": str(torch.__version__), "device": str(device), "bf16": bf16,
+                 "params": sum(p.numel() for p in model.parameters())},
+    }
+
+
+def restore(payload: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            sampler: BatchSampler, device: torch.device, rank: int) -> TrainState:
+    """Load weights, optimizer and random streams from a checkpoint; returns the training progress."""
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    rng = payload["rng"]
+    torch.set_rng_state(rng["torch"])
+    sampler.set_state(rng["data"])
+    if device.type == "cuda" and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if rng.get("ranks"):  # a torchrun run: each rank continues its own streams
+        mine = rng["ranks"][rank]
+        torch.set_rng_state(mine["torch"])
+        sampler.set_state(mine["data"])
+        if device.type == "cuda" and mine["cuda"] is not None:
+            torch.cuda.set_rng_state(mine["cuda"], device)
+    return TrainState(**payload["state"])
