@@ -73,20 +73,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"refusing to load {path}: it holds Python objects that could run code; "
                 "only load checkpoints written by attnlm"
             ) from None
-        raise UserError(f"{path} is truncated or not a checkpoint (not a PyTorch weights file); use another "
-                        "checkpoint, e.g. best.pt") from None
+        raise _unreadable(path) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is truncated or not a checkpoint ({_first_line(e)}); use another checkpoint, e.g. best.pt"
-        ) from None
+        raise _unreadable(path, _first_line(e)) from None
     except Exception:  # arbitrary bytes make the legacy unpickler raise KeyError, IndexError, ...
-        raise UserError(f"{path} is truncated or not a checkpoint (not a PyTorch weights file); use another "
-                        "checkpoint, e.g. best.pt") from None
+        raise _unreadable(path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an attnlm checkpoint; pass a .pt file from a run's checkpoints/ folder")
     if payload.get("version") != VERSION:
         raise UserError(f"{path} has checkpoint version {payload.get('version')}, this attnlm reads {VERSION}")
     return payload
+
+
+def _unreadable(path: Path, why: str = "not a PyTorch weights file") -> UserError:
+    return UserError(f"{path} is truncated or not a checkpoint ({why}); use another checkpoint, e.g. best.pt")
 
 
 def _first_line(e: BaseException) -> str:

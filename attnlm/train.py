@@ -111,11 +111,15 @@ class Trainer:
         return self.state.elapsed + clock
 
     def _out_of_time(self, started: float) -> bool:
-        budget = self.cfg.train.max_time
         if self.dist.active:
             return self._agreed_out_of_time  # rank 0's verdict at the last step
-        # Keep room for the final evaluation so the whole run, evaluation included, fits the budget.
-        return bool(budget) and self._elapsed(started) + self.last_eval_seconds >= budget
+        return self._over_budget(time.perf_counter() - started)
+
+    def _over_budget(self, clock: float) -> bool:
+        """Whether `clock` seconds of this session exhaust train.max_time. Room is kept for the final
+        evaluation so the whole run, evaluation included, fits the budget."""
+        budget = self.cfg.train.max_time
+        return bool(budget) and self.state.elapsed + clock + self.last_eval_seconds >= budget
 
     def _step(self, started: float) -> tuple[torch.Tensor, torch.Tensor]:
         t, st = self.cfg.train, self.state
@@ -156,9 +160,8 @@ class Trainer:
         if not self.dist.active:
             return loss_sum, correct, grad_norm
         clock = time.perf_counter() - started
-        budget = self.cfg.train.max_time
-        over = bool(budget) and self.state.elapsed + clock + self.last_eval_seconds >= budget
-        agreed = distributed.agree_step(self.dist, loss_sum, correct, grad_norm, self._received_stop, clock, over)
+        agreed = distributed.agree_step(self.dist, loss_sum, correct, grad_norm, self._received_stop, clock,
+                                        self._over_budget(clock))
         self._agreed_clock, self._agreed_out_of_time = agreed.clock, agreed.out_of_time
         if self._agreed_stop is None:
             self._agreed_stop = agreed.stop_signal
@@ -255,9 +258,12 @@ class Trainer:
             return
         lr = self.optimizer.param_groups[0]["lr"]
         self.tb.scalars(st.step, {"loss/train_step": loss})
+        self._append_metrics({"kind": "step", "step": st.step, "epoch": st.epoch, "loss": loss, "lr": lr})
+
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        # json writes floats with repr, so a logged loss is the exact float value, fit for bit-for-bit checks.
         with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            # json writes floats with repr, so the logged loss is the exact float32 value of the step.
-            f.write(json.dumps({"kind": "step", "step": st.step, "epoch": st.epoch, "loss": loss, "lr": lr}) + "\n")
+            f.write(json.dumps(row) + "\n")
 
     def _fold_epoch_totals(self, loss: torch.Tensor, correct: torch.Tensor, steps: int, since: float) -> None:
         """Record the running epoch totals in the state (they include the steps before a resume)."""
@@ -305,8 +311,7 @@ class Trainer:
             for tag, image in probe_images(self.model, self.probe, probe_text).items():
                 self.tb.image(tag, image, st.step)
         if self.dist.is_main:
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(stats.to_dict()) + "\n")
+            self._append_metrics(stats.to_dict())
         st.epoch += 1
         st.step_in_epoch = 0
         st.epoch_loss_sum, st.epoch_correct, st.epoch_count, st.epoch_train_time = 0.0, 0, 0, 0.0
