@@ -38,7 +38,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding: rotates pairs of q/k features by a position-dependent angle."""
+    """Rotary position embedding: rotates each pair of q/k features (0, 1), (2, 3), ... by the angle
+    pos * f_pair, so q . k depends on how far apart two positions are, not where they are."""
 
     def __init__(self, head_size: int, max_len: int, base: float = 10000.0) -> None:
         super().__init__()
@@ -46,14 +47,21 @@ class Rotary(nn.Module):
         angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T_max, D/2)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("turn", torch.polar(torch.ones_like(angles), angles), persistent=False)  # e^(i angle)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         T = x.shape[-2]
-        cos = self.cos[start : start + T].to(x.dtype)  # (T, D/2)
-        sin = self.sin[start : start + T].to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., T, D/2)
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., T, D/2, 2)
-        return out.flatten(-2)  # (..., T, D)
+        if torch.compiler.is_compiling():
+            # Inductor cannot fuse complex arithmetic (it falls back to eager kernels), so compiled code
+            # gets the rotation written out on the real and imaginary parts.
+            cos, sin = self.cos[start : start + T].to(x.dtype), self.sin[start : start + T].to(x.dtype)  # (T, D/2)
+            x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., T, D/2)
+            out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., T, D/2, 2)
+            return out.flatten(-2)  # (..., T, D)
+        # Eagerly, a pair (a, b) read as a + ib is rotated by one complex product with e^(i angle): one kernel
+        # each way instead of the half dozen that slicing and stacking the pairs take.
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., T, D/2) complex
+        return torch.view_as_real(pairs * self.turn[start : start + T]).flatten(-2).to(x.dtype)  # (..., T, D)
 
 
 def make_norm(kind: str, size: int, bias: bool) -> nn.Module:
@@ -116,12 +124,17 @@ class MultiHeadAttention(nn.Module):
         self.qk_norm = nn.RMSNorm(self.head_size) if cfg.qk_norm else None
         self.rotary = rotary
         self.dropout = nn.Dropout(cfg.dropout)
+        self.attention = cfg.attention
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
                 explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # Under CPU bf16 autocast only the linear layers' matmuls stay bf16: the per-head norm, rotary
+            # and the CPU flash kernel (~3x slower in bf16 than fp32, measured fwd+bwd) all run faster in fp32.
+            q, k, v = q.float(), k.float(), v.float()
         if self.qk_norm is not None:
             q, k = self.qk_norm(q), self.qk_norm(k)
         start = cache.length if cache is not None else 0
@@ -136,13 +149,10 @@ class MultiHeadAttention(nn.Module):
             if start != 0:
                 raise ValueError("the explicit path does not use a filled cache")
             y, weights = causal_attention(q, k, v)  # (B, H, T, D), (B, H, T, T)
+        elif start == 0 and self.math_attention(x.device, T):
+            y, _ = causal_attention(q, k, v)  # (B, H, T, D)
         elif start == 0:
-            if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-                # The CPU flash kernel is ~3x slower in bf16 than in fp32 (measured, fwd+bwd), so under
-                # bf16 autocast only the linear layers' matmuls stay bf16; autocast would recast SDPA's inputs.
-                with torch.autocast("cpu", enabled=False):
-                    y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).to(q.dtype)
-            else:
+            with torch.autocast(x.device.type, enabled=False):  # or autocast would recast q, k, v to bf16
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached key
@@ -152,6 +162,14 @@ class MultiHeadAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.dropout(self.proj(y)), weights
+
+    def math_attention(self, device: torch.device, T: int) -> bool:
+        """Whether to use the explicit attention rather than SDPA. On 2 CPU cores (bf16 autocast, batch x T =
+        4096) the explicit path took 90 ms a training step at T = 64 against SDPA's 101-119, tied at T = 128
+        and lost at T = 256 (136 vs 123): the CPU flash kernel only pays for longer contexts."""
+        if self.attention == "auto":
+            return device.type == "cpu" and T <= 64
+        return self.attention == "math"
 
     def head(self, h: int) -> SelfAttention:
         """Head `h` as a standalone SelfAttention with this layer's weights (shares nothing mutable)."""

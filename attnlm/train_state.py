@@ -22,6 +22,7 @@ class TrainState:
     best_val: float = math.inf
     best_epoch: int = 0
     elapsed: float = 0.0  # training wall time of earlier sessions of this run
+    startup: float = 0.0  # of that and this session's, the seconds until each session's first step was done
     epoch_loss_sum: float = 0.0
     epoch_correct: int = 0
     epoch_count: int = 0

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from attnlm.config import ModelConfig
+from attnlm.decode import Decoder
 from attnlm.generation import SamplingOptions, context_start, generate
-from attnlm.model import AttnLM
+from attnlm.model import AttnLM, KVCache
 
 VOCAB = 11
 
@@ -36,6 +37,37 @@ def test_cached_and_recomputed_generation_are_identical_past_block_size(override
     cached, recomputed = both_paths(model, [1, 2, 3], 60, SamplingOptions(temperature=1.5))
     assert len(cached) == 60
     assert cached == recomputed
+
+
+VARIANTS = [
+    {"pos": "learned"},
+    {"pos": "learned", "norm": "layernorm", "bias": True, "activation": "gelu", "tie_weights": True},
+    {"pos": "rope", "qk_norm": True, "norm": "rmsnorm", "activation": "relu2"},
+    {"pos": "rope", "mlp": False},
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_decoder_steps_give_the_logits_of_the_full_forward(overrides: dict) -> None:
+    model = tiny_model(**overrides)
+    with torch.no_grad():
+        for p in model.parameters():  # biases and norm gains start at 0 and 1; make them matter
+            p.add_(0.1 * torch.randn_like(p))
+    idx = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full, _ = model(idx)  # (1, 16, V)
+        decoder = Decoder(model)
+        cache = KVCache.empty(model.cfg, 1, torch.device("cpu"), torch.float32)
+        first = decoder.feed(idx[0, :5].tolist(), cache)  # 5 positions at once, then one at a time
+        steps = [decoder.feed([int(t)], cache) for t in idx[0, 5:]]
+        assert cache.length == 16
+        # The cache the decoder filled is the one AttnLM.forward fills.
+        reference = KVCache.empty(model.cfg, 1, torch.device("cpu"), torch.float32)
+        model(idx, reference)
+    torch.testing.assert_close(first, full[0, 4], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(steps), full[0, 5:], rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(cache.k + cache.v, reference.k + reference.v, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
 def test_identical_with_top_k_top_p_and_a_prompt_longer_than_the_context() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlm.config import ModelConfig
-from attnlm.model import AttnLM, KVCache, SelfAttention, attention_scores, causal_attention, causal_softmax
+from attnlm.model import AttnLM, KVCache, Rotary, SelfAttention, attention_scores, causal_attention, causal_softmax
 
 # The seed's worked example (001): three items with four features, key = query.
 QUERY = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]]])
@@ -80,12 +81,42 @@ def test_changing_later_characters_never_changes_earlier_logits(cfg: ModelConfig
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only"])
 def test_fast_path_equals_explicit_path(cfg: ModelConfig) -> None:
     torch.manual_seed(1)
-    model = AttnLM(cfg, vocab_size=13).eval()
+    model = AttnLM(dataclasses.replace(cfg, attention="sdpa"), vocab_size=13).eval()
     idx = torch.randint(13, (3, 16))
     fast, _ = model(idx)  # F.scaled_dot_product_attention(is_causal=True)
     explicit, weights = model(idx, return_attention=True)  # causal_attention written out
     torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)
     assert len(weights) == cfg.n_layer and weights[0].shape == (3, cfg.n_head, 16, 16)
+
+
+def test_attention_kernel_choice() -> None:
+    """auto takes the explicit math on CPU for short contexts (faster there, measured) and SDPA otherwise;
+    both give the same logits."""
+    cfg = CONFIGS[1]
+    torch.manual_seed(1)
+    model = AttnLM(cfg, vocab_size=13).eval()
+    attn = model.blocks[0].attn
+    assert attn.math_attention(torch.device("cpu"), 64) and not attn.math_attention(torch.device("cpu"), 65)
+    assert not attn.math_attention(torch.device("cuda"), 16)
+    idx = torch.randint(13, (2, 16))
+    outs = []
+    for kind in ("math", "sdpa"):
+        for block in model.blocks:
+            block.attn.attention = kind
+        outs.append(model(idx)[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_written_out_for_the_compiler_equals_the_complex_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    rotary = Rotary(head_size=8, max_len=16)
+    x = torch.randn(2, 3, 10, 8)
+    eager = rotary(x, start=4)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    written_out = rotary(x, start=4)
+    torch.testing.assert_close(eager, written_out)
+    # A rotation keeps each pair's length, and position 0 is not rotated at all.
+    torch.testing.assert_close(eager.norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(rotary(x)[..., 0, :], x[..., 0, :])
 
 
 def test_each_head_is_the_seed_self_attention() -> None:

@@ -1,0 +1,56 @@
+"""The learning-rate schedules: warmup, then cosine or warmup-stable-decay, by steps or by time."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from attnlm.config import TrainConfig, load_config
+from attnlm.optim import learning_rate
+from attnlm.train import Trainer
+
+
+def test_warmup_then_cosine_to_min_lr() -> None:
+    t = TrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=10)
+    assert learning_rate(t, 0, 110) == pytest.approx(1e-3)  # 1/10 of the way up
+    assert learning_rate(t, 9, 110) == pytest.approx(1e-2)
+    assert learning_rate(t, 60, 110) == pytest.approx((1e-2 + 1e-3) / 2)  # half way down the cosine
+    assert learning_rate(t, 110, 110) == pytest.approx(1e-3)
+
+
+def test_wsd_holds_the_peak_then_decays_linearly() -> None:
+    t = TrainConfig(lr=1e-2, min_lr=0.0, warmup_steps=10, schedule="wsd", decay_fraction=0.4)
+    total = 110  # 100 steps after warmup: hold for 60, decay over the last 40
+    assert learning_rate(t, 10, total) == pytest.approx(1e-2)
+    assert learning_rate(t, 70, total) == pytest.approx(1e-2)
+    assert learning_rate(t, 90, total) == pytest.approx(0.5e-2)
+    assert learning_rate(t, 110, total) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_time_progress_anneals_a_run_bounded_by_time(schedule: str) -> None:
+    t = TrainConfig(lr=1e-2, min_lr=1e-4, warmup_steps=10, schedule=schedule, max_time=60)
+    # Few steps done, but the time budget is used up: the LR is already at its floor.
+    assert learning_rate(t, 20, 100_000, time_progress=1.0) == pytest.approx(1e-4)
+    assert learning_rate(t, 20, 100_000, time_progress=0.0) > 0.9e-2
+    lrs = [learning_rate(t, 20, 100_000, time_progress=p / 10) for p in range(11)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)) and not math.isclose(lrs[0], lrs[-1])
+
+
+def test_time_budget_schedule_starts_after_the_first_step(small_corpus: Path, one_thread: None) -> None:
+    """The first step (torch.compile's, with train.compile) does not eat into the schedule."""
+    cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", "train.max_time=1000", "log.tensorboard=false"])
+    trainer = Trainer(cfg, Console(quiet=True))
+    trainer.run_dir = Path("unused")
+    started = time.perf_counter() - 100  # as if set-up and compile had taken 100 s
+    assert trainer._time_progress(started) == 0.0
+    trainer._step(started)
+    startup = trainer.state.startup
+    assert startup >= 100
+    assert trainer._time_progress(started) == pytest.approx(0.0, abs=0.01)
+    # 450 s later, half of the 900 s left after start-up is used.
+    assert trainer._time_progress(started - 450) == pytest.approx(450 / (1000 - startup), abs=0.01)
