@@ -21,7 +21,7 @@ from attnlm import distributed
 from attnlm.attention_plots import probe_ids, probe_images
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Corpus, Vocab, load_corpus, steps_per_epoch
-from attnlm.device import autocast, resolve_device, use_bf16
+from attnlm.device import autocast, resolve_device, trust_cpu_isa_flags, use_bf16
 from attnlm.errors import NumericalError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.generation import SamplingOptions, generate
@@ -74,6 +74,8 @@ class Trainer:
         if resume:
             self._restore(resume)
         if t.compile:
+            if self.device.type == "cpu":
+                trust_cpu_isa_flags()
             for block in self.model.blocks:
                 block.compile(dynamic=False)
         self.train_model = distributed.wrap(self.dist, self.model, self.device)
