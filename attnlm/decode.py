@@ -1,19 +1,22 @@
-"""One new position through the model with the key/value cache: the sampler's inner loop.
+"""New positions through the model with the key/value cache: the sampler's inner loop.
 
 `AttnLM.forward(idx, cache)` can already do this, but for one character of a small model the arithmetic
 is a few microseconds per layer and the cost is everything around it: ~60 module calls, views, casts and
 norms that run as half a dozen small kernels each. On 2 CPU cores a cached step through `forward` took
 0.7 ms for a 4 x 128 model, barely less than recomputing a whole 64-character window. `Decoder` runs the
-same math for one position as a short straight list of tensor ops on weights prepared once:
+same math for the new positions only (batch 1, no autograd, no dropout) as a short straight list of
+tensor ops on weights prepared once:
 
-- every tensor of the step is a vector: x is (C,), the heads' queries (H, D), not (B, T, C);
-- a norm followed by a linear layer is one matrix-vector product: with RMSNorm,
-  RMSNorm(x) W^T = (x (W diag(g))^T) / rms(x), so the gain g is folded into W once and the step only
+- tensors are (T, C) for T new positions, the heads' (H, T, D), with no batch dimension; T is 1 for each
+  sampled character and the context length when the sampler (re)fills the cache;
+- a norm followed by a linear layer is one matrix product: with RMSNorm,
+  RMSNorm(x) W^T = (x (W diag(g))^T) / rms(x), so the gain g is folded into W once and a step only
   computes 1 / rms(x) = sqrt(C) / sqrt(x . x + C eps);
-- the residual additions ride along in `addmv` (x + W y in one kernel).
+- the residual additions ride along in `addmm` (x + y W^T in one kernel), and the query's 1/sqrt(D)
+  rides along in the rotary product.
 
-The tests check it against `AttnLM.forward` for every model variant (logits to float rounding) and that
-sampling with it gives exactly the text that recomputing the window gives.
+The tests check it against `AttnLM.forward` for every model variant (logits and cache contents, to float
+rounding) and that sampling with it gives exactly the text that recomputing the window gives.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class HeadNorm:
 
 
 class Decoder:
-    """Feeds one token at a time through `model` (in eval mode), reading and extending a KVCache of batch 1."""
+    """Feeds tokens through `model`'s weights as in eval mode, reading and extending a KVCache of batch 1."""
 
     def __init__(self, model: AttnLM) -> None:
         cfg = model.cfg
