@@ -138,14 +138,15 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
     # A first run on a machine compiles every kernel from scratch (~12 s more on 2 cores than a run that
     # finds them in torch.compile's on-disk cache), so by default the cache is a new empty folder: the
     # honest figure for a user's first speedrun. --compile-cache DIR reuses DIR, warm from a run before.
-    cache_dir = Path(args.compile_cache) if args.compile_cache else Path(tempfile.mkdtemp(prefix="attnlm-inductor-"))
-    warm = cache_dir.is_dir() and any(cache_dir.iterdir())
-    cache = f"{'warm' if warm else 'cold'} ({cache_dir})"
-    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="attnlm-inductor-") as empty:
+        cache_dir = Path(args.compile_cache or empty)
+        warm = cache_dir.is_dir() and any(cache_dir.iterdir())
+        cache = f"{'warm' if warm else 'cold'} ({args.compile_cache or 'a new empty folder'})"
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
     if args.verbose or proc.returncode != 0:
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr[-4000:])
