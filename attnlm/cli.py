@@ -1,4 +1,7 @@
-"""The `attnlm` command line: parses arguments and hands them to attnlm.commands."""
+"""The `attnlm` command line: parses arguments and hands them to attnlm.commands.
+
+Commands import their modules when they run, so `attnlm --help` never loads torch (about a second).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from attnlm import commands
 from attnlm.errors import NumericalError, UserError
-from attnlm.generation import SamplingOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train tiny character-level attention language models and look inside them.")
@@ -33,7 +34,10 @@ def train(
     name: Optional[str] = typer.Option(None, "--name", help="run name (sets log.name)"),
 ) -> None:
     """Train a model; prints an epoch table, a loss chart and a sample."""
-    code = commands.train(config, set_, resume, overwrite, name, console)
+    from attnlm import commands
+
+    code = commands.train(config=config, overrides=set_, resume=resume, overwrite=overwrite, name=name,
+                          console=console)
     raise typer.Exit(code)
 
 
@@ -52,8 +56,12 @@ def sample(
     no_cache: bool = typer.Option(False, "--no-cache", help="recompute the context every step (slow reference)"),
 ) -> None:
     """Generate text from a trained run, streaming characters as they come."""
-    commands.sample(run, checkpoint, prompt, max_new_tokens, SamplingOptions(temperature, top_k, top_p),
-                    num_samples, seed, device, use_cache=not no_cache)
+    from attnlm import commands
+    from attnlm.generation import SamplingOptions
+
+    commands.sample(run=run, checkpoint=checkpoint, prompt=prompt, max_new_tokens=max_new_tokens,
+                    opts=SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p),
+                    num_samples=num_samples, seed=seed, device_name=device, use_cache=not no_cache)
 
 
 @app.command("eval")
@@ -64,13 +72,17 @@ def eval_(
     device: str = DeviceOpt,
 ) -> None:
     """Print loss, perplexity and next-character accuracy of a trained run."""
-    commands.eval_(run, checkpoint, data, device, console)
+    from attnlm import commands
+
+    commands.eval_(run=run, checkpoint=checkpoint, data=data, device_name=device, console=console)
 
 
 @app.command()
 def runs(root: Path = typer.Option(Path("runs"), "--dir", help="folder holding the runs")) -> None:
     """List runs with their best val loss, epochs and time."""
-    commands.runs(root, console)
+    from attnlm import commands
+
+    commands.runs(root=root, console=console)
 
 
 TextOpt = typer.Option(..., "--text", help="the text to look at (at most block_size characters)")
@@ -91,9 +103,10 @@ def trace(
     device: str = DeviceOpt,
 ) -> None:
     """Trace one attention head stage by stage: shapes, what each step does and sample values."""
-    from attnlm import inspect_commands
+    from attnlm.inspect import commands as inspect
 
-    inspect_commands.trace(run, checkpoint, config, set_, text, layer, head, device, console)
+    inspect.trace(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer, head=head,
+                  device=device, console=console)
 
 
 @app.command()
@@ -113,10 +126,11 @@ def attention(
     device: str = DeviceOpt,
 ) -> None:
     """Print the attention probability table; optionally write it as a directed graph and heat maps."""
-    from attnlm import inspect_commands
+    from attnlm.inspect import commands as inspect
 
-    inspect_commands.attention(run, checkpoint, config, set_, text, layer, head, mean, words, graph, min_weight,
-                               heatmap, device, console)
+    inspect.attention(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer,
+                      head=head, mean=mean, words=words, graph=graph, min_weight=min_weight, heatmap=heatmap,
+                      device=device, console=console)
 
 
 @data_app.command("shakespeare")

@@ -10,6 +10,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from attnlm import distributed
 from attnlm.checkpoint import load_checkpoint, load_model
 from attnlm.config import config_from_dict, load_config
 from attnlm.data import load_corpus, read_text
@@ -19,13 +20,12 @@ from attnlm.evaluate import evaluate, summarise
 from attnlm.generation import SamplingOptions, generate
 from attnlm.runs import list_run_dirs, lock_run, new_run_dir, resolve_checkpoint, write_run_info
 from attnlm.runs import summarise as summarise_run
+from attnlm.text import check_known
 
 
-def train(config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
+def train(*, config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
           name: str | None, console: Console) -> int:
     """Train in this process, or as one rank of a torchrun job (then rank 0 makes the folder and reports)."""
-    from attnlm import distributed  # keeps `attnlm --help` fast
-
     with distributed.session() as ctx:
         if not ctx.is_main:
             console = Console(quiet=True)
@@ -38,7 +38,7 @@ def train(config: Path | None, overrides: list[str], resume: Path | None, overwr
 def _setup_training(config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
                     name: str | None, console: Console, is_main: bool) -> tuple[Any, Path | None]:
     """The trainer and its run folder (made by the main process only; None elsewhere)."""
-    from attnlm.train import Trainer
+    from attnlm.training import Trainer
 
     if name:
         overrides = [*overrides, f"log.name={name}"]
@@ -77,7 +77,7 @@ def default_prompt(chars: str) -> str:
     return "\n" if "\n" in chars else chars[0]
 
 
-def sample(run: str | None, checkpoint: str | None, prompt: str | None, max_new_tokens: int,
+def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_new_tokens: int,
            opts: SamplingOptions, num_samples: int, seed: int, device_name: str, use_cache: bool = True) -> None:
     opts.check()
     if max_new_tokens < 0:
@@ -89,10 +89,7 @@ def sample(run: str | None, checkpoint: str | None, prompt: str | None, max_new_
     device = resolve_device(device_name)
     model, vocab, _, _ = load_model(resolve_checkpoint(run, checkpoint), device)
     prompt = default_prompt(vocab.chars) if prompt is None else prompt
-    missing = vocab.unknown(prompt)
-    if missing:
-        raise UserError(f"the prompt has characters the model never saw: {' '.join(repr(c) for c in missing)}; "
-                        "remove them or train on text that has them")
+    check_known(prompt, vocab, "the prompt", "remove them or train on text that has them")
     generator = torch.Generator().manual_seed(seed)
 
     def emit(token: int) -> None:
@@ -108,7 +105,7 @@ def sample(run: str | None, checkpoint: str | None, prompt: str | None, max_new_
     sys.stdout.flush()
 
 
-def eval_(run: str | None, checkpoint: str | None, data: Path | None, device_name: str, console: Console) -> None:
+def eval_(*, run: str | None, checkpoint: str | None, data: Path | None, device_name: str, console: Console) -> None:
     device = resolve_device(device_name)
     path = resolve_checkpoint(run, checkpoint)
     model, vocab, cfg, _ = load_model(path, device)
@@ -126,7 +123,7 @@ def eval_(run: str | None, checkpoint: str | None, data: Path | None, device_nam
                   f"  accuracy   {result.accuracy:.4f}", highlight=False)
 
 
-def runs(root: Path, console: Console) -> None:
+def runs(*, root: Path, console: Console) -> None:
     folders = list_run_dirs(root)
     if not folders:
         console.print(f"no runs under {root}/ yet; start one with `attnlm train --config configs/tiny.yaml`")

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from attnlm.errors import UserError
+from attnlm.text import check_known
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,7 @@ class Vocab:
         return sorted({c for c in text if c not in known})
 
     def encode(self, text: str) -> torch.Tensor:
-        missing = self.unknown(text)
-        if missing:
-            shown = " ".join(repr(c) for c in missing[:20])
-            raise UserError(f"text has characters the model never saw: {shown}; use only characters from its vocabulary")
+        check_known(text, self, "text", "use only characters from its vocabulary")
         if not text:
             return torch.zeros(0, dtype=torch.long)
         # Code points through a lookup table: one vectorised gather instead of a Python loop per char.

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from attnlm.decode import Decoder
+from attnlm.decoder import Decoder, KVCache
 from attnlm.device import eager
 from attnlm.errors import UserError
-from attnlm.model import AttnLM, KVCache
+from attnlm.model import AttnLM
 
 
 @dataclass

@@ -7,7 +7,6 @@ Shapes use B = batch, T = time (characters), C = n_embd, H = n_head, D = head si
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -29,7 +28,7 @@ def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scaled dot-product attention written out, the way the seed documents teach it.
+    """Scaled dot-product attention written out step by step: scores, causal mask, softmax, weighted values.
 
     q, k, v: (..., T, D). Returns the output (..., T, D) and the weights (..., T, T).
     """
@@ -50,6 +49,7 @@ class Rotary(nn.Module):
         self.register_buffer("turn", torch.polar(torch.ones_like(angles), angles), persistent=False)  # e^(i angle)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x (..., T, D) at positions start .. start + T - 1."""
         T = x.shape[-2]
         if torch.compiler.is_compiling():
             # Inductor cannot fuse complex arithmetic (it falls back to eager kernels), so compiled code
@@ -97,21 +97,6 @@ class SelfAttention(nn.Module):
         return (s["out"], s["weights"]) if return_weights else s["out"]
 
 
-@dataclass
-class KVCache:
-    """Keys and values of every layer for positions [0, length), so a new character costs one position."""
-
-    k: list[torch.Tensor]  # per layer (B, H, T_max, D)
-    v: list[torch.Tensor]
-    length: int = 0
-
-    @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
-        shape = (batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
-                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)])
-
-
 class MultiHeadAttention(nn.Module):
     """n_head SelfAttention heads computed together, then an output projection."""
 
@@ -126,8 +111,9 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.attention = cfg.attention
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every head's queries, keys and values for x (B, T, C), each (B, H, T, D), normalised and rotated as
+        attention uses them (the sampler's key/value cache holds these keys and values)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
@@ -137,29 +123,22 @@ class MultiHeadAttention(nn.Module):
             q, k, v = q.float(), k.float(), v.float()
         if self.qk_norm is not None:
             q, k = self.qk_norm(q), self.qk_norm(k)
-        start = cache.length if cache is not None else 0
         if self.rotary is not None:
-            q, k = self.rotary(q, start), self.rotary(k, start)
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C) -> (B, T, C), and with `explicit` the weights (B, H, T, T) of the written-out path."""
+        B, T, C = x.shape
+        q, k, v = self.heads(x)  # (B, H, T, D) each
         weights = None
-        if cache is not None:
-            cache.k[layer][:, :, start : start + T] = k
-            cache.v[layer][:, :, start : start + T] = v
-            k, v = cache.k[layer][:, :, : start + T], cache.v[layer][:, :, : start + T]  # (B, H, S, D)
         if explicit:
-            if start != 0:
-                raise ValueError("the explicit path does not use a filled cache")
             y, weights = causal_attention(q, k, v)  # (B, H, T, D), (B, H, T, T)
-        elif start == 0 and self.math_attention(x.device, T):
+        elif self.math_attention(x.device, T):
             y, _ = causal_attention(q, k, v)  # (B, H, T, D)
-        elif start == 0:
+        else:
             with torch.autocast(x.device.type, enabled=False):  # or autocast would recast q, k, v to bf16
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached key
-        else:
-            S = start + T
-            visible = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(start)  # (T, S)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.dropout(self.proj(y)), weights
 
@@ -210,9 +189,8 @@ class Block(nn.Module):
         self.norm2 = make_norm(cfg.norm, cfg.n_embd, cfg.bias) if cfg.mlp else None
         self.mlp = MLP(cfg) if cfg.mlp else None
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(self.norm1(x), cache, layer, explicit)
+    def forward(self, x: torch.Tensor, explicit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.norm1(x), explicit)
         x = x + a  # (B, T, C)
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
@@ -250,28 +228,24 @@ class AttnLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
         """Token embeddings plus learned positions (rotary positions act inside attention). idx: (B, T)."""
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
-            pos = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
+            pos = torch.arange(idx.shape[1], device=idx.device)  # (T,)
             x = x + self.pos_emb(pos)  # (B, T, C) + (T, C)
         return self.drop(x)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
-                return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, idx: torch.Tensor, return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """idx: (B, T) -> logits (B, T, V); with return_attention, each layer's weights (B, H, T, T)
-        from the explicit path."""
-        start = cache.length if cache is not None else 0
-        if start + idx.shape[1] > self.cfg.block_size:
-            raise ValueError(f"sequence of {start + idx.shape[1]} exceeds block_size {self.cfg.block_size}")
-        x = self.embed(idx, start)
+        from the explicit path. Sampling feeds one new position at a time through attnlm.decoder instead."""
+        if idx.shape[1] > self.cfg.block_size:
+            raise ValueError(f"sequence of {idx.shape[1]} exceeds block_size {self.cfg.block_size}")
+        x = self.embed(idx)
         attention = []
-        for layer, block in enumerate(self.blocks):
-            x, weights = block(x, cache, layer, explicit=return_attention)
+        for block in self.blocks:
+            x, weights = block(x, explicit=return_attention)
             if weights is not None:
                 attention.append(weights)
-        if cache is not None:
-            cache.length += idx.shape[1]
         logits = self.head(self.norm_f(x))  # (B, T, V)
         return logits, attention

@@ -80,7 +80,7 @@ def _duration(seconds: float) -> str:
 
 
 def loss_chart(losses: list[float], width: int = 40, max_rows: int = 20) -> str:
-    """An ASCII bar per epoch, like the seed's `1.2 |****`: the longest bar is the highest loss."""
+    """An ASCII bar per epoch (`1.2 |****`): the longest bar is the highest loss."""
     if not losses:
         return ""
     step = max(1, -(-len(losses) // max_rows))

@@ -84,7 +84,7 @@ def sync(device: torch.device) -> None:
 # ----- (1) throughput ------------------------------------------------------------------------------
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     """Tokens/s of the Trainer's own optimizer step (NaN guard and all), after warm-up and compile."""
-    from attnlm.train import Trainer
+    from attnlm.training import Trainer
 
     cfg = config_for(args)
     cfg.train.max_time = None  # a time budget would anneal the LR; irrelevant to speed
@@ -92,10 +92,9 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     trainer = Trainer(cfg, Console(quiet=True))
     with tempfile.TemporaryDirectory() as tmp:
         trainer.run_dir = Path(tmp)
-        started = time.perf_counter()
         t0 = time.perf_counter()
         for _ in range(args.warmup):
-            trainer._step(started)
+            trainer.step()
         sync(trainer.device)
         warmup_s = time.perf_counter() - t0
         tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size
@@ -103,7 +102,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.windows):
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                trainer._step(started)
+                trainer.step()
             sync(trainer.device)
             rates.append(args.steps * tokens_per_step / (time.perf_counter() - t0))
     median = statistics.median(rates)

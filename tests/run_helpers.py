@@ -1,4 +1,4 @@
-"""Helpers for the resume, interrupt and reproducibility tests: real training subprocesses and their outputs."""
+"""Helpers shared by the tests: the real CLI in a subprocess, training runs and their outputs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_cli
 
 from attnlm.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "shakespeare.txt"  # prepared by `make test` (attnlm data shakespeare)
+SMALL_CHARS = 60_000
+
+# Tiny model and short epochs: a whole CLI training run takes a few seconds on 2 cores.
+TINY = [
+    "--set", "model.block_size=32", "--set", "model.n_layer=2", "--set", "model.n_head=2",
+    "--set", "model.n_embd=32", "--set", "train.batch_size=16", "--set", "train.epochs=3",
+    "--set", "train.steps_per_epoch=30", "--set", "train.lr=3e-3", "--set", "train.warmup_steps=5",
+    "--set", "log.sample_chars=40",
+]
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m attnlm ARGS` exactly as a user would, capturing output."""
+    full_env = {**os.environ, "COLUMNS": "100", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "attnlm", *args], cwd=cwd or ROOT, capture_output=True,
+                            text=True, timeout=timeout, env=full_env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"attnlm {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
 
 STEPS = 90  # TINY: 3 epochs x 30 steps
 # print_every=1 logs every step's loss, which is what the bit-for-bit comparisons read.

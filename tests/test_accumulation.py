@@ -11,7 +11,7 @@ from rich.console import Console
 from attnlm.config import load_config, resolve_accumulation
 from attnlm.errors import UserError
 from attnlm.runs import new_run_dir
-from attnlm.train import Trainer
+from attnlm.training import Trainer
 
 TINY = ["model.block_size=32", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "train.lr=3e-3",
         "train.warmup_steps=2", "train.epochs=1", "train.steps_per_epoch=4", "log.sample_chars=0",

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 from PIL import Image
+from run_helpers import run_cli
 
-from attnlm.attention_plots import probe_ids, probe_images, write_heatmaps
-from attnlm.attention_view import attention_weights, group_matrix, to_dot, word_groups, write_graph
 from attnlm.config import ModelConfig
 from attnlm.data import Vocab
 from attnlm.errors import UserError
+from attnlm.inspect.attention import attention_weights, group_matrix, to_dot, word_groups, write_graph
+from attnlm.inspect.plots import probe_ids, probe_images, write_heatmaps
 from attnlm.model import AttnLM
 from attnlm.tblog import TBLogger
 

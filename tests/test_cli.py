@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from run_helpers import ROOT, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -88,7 +88,7 @@ def test_python_dash_m_and_console_script_agree() -> None:
 
 
 def test_same_seed_same_losses(tmp_path: Path, small_corpus: Path) -> None:
-    from conftest import TINY
+    from run_helpers import TINY
 
     losses = []
     for name in ("a", "b"):

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_cli
 from rich.console import Console
-from run_helpers import metrics, step_losses, wait_for_step
+from run_helpers import ROOT, TINY, metrics, run_cli, step_losses, wait_for_step
 
 from attnlm.checkpoint import load_checkpoint
 from attnlm.config import load_config
 from attnlm.data import BatchSampler
 from attnlm.distributed import rank_seed
 from attnlm.runs import new_run_dir
-from attnlm.train import Trainer
+from attnlm.training import Trainer
 
 STEPS = 45  # 3 epochs x 15
 # Per rank: 2 micro-batches of 8, so a step sees 2 x 2 x 8 = 32 sequences, like one process with 2 x 16.

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from attnlm.config import ModelConfig
-from attnlm.decode import Decoder
+from attnlm.decoder import Decoder, KVCache
 from attnlm.generation import SamplingOptions, context_start, generate
-from attnlm.model import AttnLM, KVCache
+from attnlm.model import AttnLM
 
 VOCAB = 11
 
@@ -61,13 +61,18 @@ def test_decoder_steps_give_the_logits_of_the_full_forward(overrides: dict) -> N
         first = decoder.feed(idx[0, :5].tolist(), cache)  # 5 positions at once, then one at a time
         steps = [decoder.feed([int(t)], cache) for t in idx[0, 5:]]
         assert cache.length == 16
-        # The cache the decoder filled is the one AttnLM.forward fills.
-        reference = KVCache.empty(model.cfg, 1, torch.device("cpu"), torch.float32)
-        model(idx, reference)
+        # The cache holds the keys and values each layer's attention computes in the full forward.
+        inputs: list[torch.Tensor] = []
+        hooks = [block.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for block in model.blocks]
+        model(idx)
+        for hook in hooks:
+            hook.remove()
+        reference = [block.attn.heads(x) for block, x in zip(model.blocks, inputs, strict=True)]  # (q, k, v) (1, H, T, D)
     torch.testing.assert_close(first, full[0, 4], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.stack(steps), full[0, 5:], rtol=1e-5, atol=1e-5)
-    for mine, theirs in zip(cache.k + cache.v, reference.k + reference.v, strict=True):
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    for layer, (_, k, v) in enumerate(reference):
+        torch.testing.assert_close(cache.k[layer], k, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cache.v[layer], v, rtol=1e-5, atol=1e-5)
 
 
 def test_identical_with_top_k_top_p_and_a_prompt_longer_than_the_context() -> None:

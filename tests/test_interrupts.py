@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
 from run_helpers import (
     ONE_THREAD,
+    ROOT,
     assert_same_training,
     cli,
     last_logged_step,

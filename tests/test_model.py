@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlm.config import ModelConfig
-from attnlm.model import AttnLM, KVCache, Rotary, SelfAttention, attention_scores, causal_attention, causal_softmax
+from attnlm.model import AttnLM, Rotary, SelfAttention, attention_scores, causal_attention, causal_softmax
 
 # The seed's worked example (001): three items with four features, key = query.
 QUERY = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]]])
@@ -142,18 +142,12 @@ def test_each_head_is_the_seed_self_attention() -> None:
     torch.testing.assert_close(y, fast, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=["learned", "rope-qknorm"])
-def test_kv_cache_gives_the_same_logits_as_a_full_forward(cfg: ModelConfig) -> None:
-    torch.manual_seed(3)
+def test_block_size_is_a_hard_limit() -> None:
+    cfg = CONFIGS[0]
     model = AttnLM(cfg, vocab_size=7).eval()
-    idx = torch.randint(7, (1, 16))
-    full, _ = model(idx)
-    cache = KVCache.empty(cfg, 1, torch.device("cpu"), torch.float32)
-    first, _ = model(idx[:, :5], cache)  # prefill
-    steps = [model(idx[:, t : t + 1], cache)[0] for t in range(5, 16)]  # one position at a time
-    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
+    model(torch.zeros(1, cfg.block_size, dtype=torch.long))
     with pytest.raises(ValueError):
-        model(idx[:, :1], cache)  # the cache is full: block_size is a hard limit
+        model(torch.zeros(1, cfg.block_size + 1, dtype=torch.long))
 
 
 def test_tied_head_shares_the_embedding() -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from attnlm.config import TrainConfig, load_config
 from attnlm.optim import learning_rate
-from attnlm.train import Trainer
+from attnlm.training import Trainer
 
 
 def test_warmup_then_cosine_to_min_lr() -> None:
@@ -45,12 +45,13 @@ def test_time_budget_schedule_starts_after_the_first_step(small_corpus: Path, on
     """The first step (torch.compile's, with train.compile) does not eat into the schedule."""
     cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", "train.max_time=1000", "log.tensorboard=false"])
     trainer = Trainer(cfg, Console(quiet=True))
-    trainer.run_dir = Path("unused")
-    started = time.perf_counter() - 100  # as if set-up and compile had taken 100 s
-    assert trainer._time_progress(started) == 0.0
-    trainer._step(started)
+    clock = trainer.clock
+    clock.started = time.perf_counter() - 100  # as if set-up and compile had taken 100 s
+    assert clock.progress() == 0.0
+    trainer.step()
     startup = trainer.state.startup
     assert startup >= 100
-    assert trainer._time_progress(started) == pytest.approx(0.0, abs=0.01)
+    assert clock.progress() == pytest.approx(0.0, abs=0.01)
     # 450 s later, half of the 900 s left after start-up is used.
-    assert trainer._time_progress(started - 450) == pytest.approx(450 / (1000 - startup), abs=0.01)
+    clock.started -= 450
+    assert clock.progress() == pytest.approx(450 / (1000 - startup), abs=0.01)

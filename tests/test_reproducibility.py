@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import torch
-from conftest import ROOT
 from run_helpers import (
+    ROOT,
     STEPS,
     assert_same_training,
     cli,

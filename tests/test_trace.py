@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from run_helpers import TINY, run_cli
 
+from attnlm.build import build
 from attnlm.checkpoint import load_model
 from attnlm.config import ModelConfig, load_config
 from attnlm.data import Vocab
 from attnlm.errors import UserError
+from attnlm.inspect.trace import run_trace, truncate, verify
 from attnlm.model import AttnLM
-from attnlm.trace import run_trace, truncate, verify
-from attnlm.train import prepare
 
 TEXT = "To be, or not"
 STAGES = ["Input embeddings", "Layer 1 input", "Linear projections (Q, K, V)", "Attention scores",
@@ -102,8 +102,9 @@ def test_trained_and_untrained_traces_differ(trained_run: tuple[Path, object], s
     run_dir, _ = trained_run
     trained, vocab, _, _ = load_model(run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
     overrides = [*TINY[1::2], f"data.path={small_corpus}", "train.device=cpu"]
-    corpus, fresh, _, _ = prepare(load_config("configs/tiny.yaml", overrides))
-    assert corpus.vocab == vocab
+    built = build(load_config("configs/tiny.yaml", overrides))
+    fresh = built.model
+    assert built.corpus.vocab == vocab
     a, b = run_trace(fresh.eval(), vocab, TEXT, 1, 0), run_trace(trained, vocab, TEXT, 1, 0)
     for name in ("embeddings", "attn_in", "q", "k", "v", "scores", "weights", "out", "logits", "probs"):
         assert not torch.allclose(a.tensors[name], b.tensors[name], atol=1e-3), name

@@ -1,9 +1,11 @@
-"""New positions through the model with the key/value cache: the sampler's inner loop.
+"""The sampler's key/value cache and the decoder that reads and extends it, one new position at a time.
 
-`AttnLM.forward(idx, cache)` can already do this, but for one character of a small model the arithmetic
-is a few microseconds per layer and the cost is everything around it: ~60 module calls, views, casts and
-norms that run as half a dozen small kernels each. On 2 CPU cores a cached step through `forward` took
-0.7 ms for a 4 x 128 model, barely less than recomputing a whole 64-character window. `Decoder` runs the
+The model's forward always sees a whole window; recomputing it for every sampled character repeats the
+work of every earlier position. The cache keeps each layer's keys and values of the positions already
+seen, so a new character costs one position. For one character of a small model the arithmetic is a few
+microseconds per layer and the cost is everything around it (module calls, views, casts, norms that run
+as half a dozen small kernels each): on 2 CPU cores a cached step through the model's modules took 0.7 ms
+for a 4 x 128 model, barely less than recomputing a 64-character window. `Decoder` therefore runs the
 same math for the new positions only (batch 1, no autograd, no dropout) as a short straight list of
 tensor ops on weights prepared once:
 
@@ -15,19 +17,37 @@ tensor ops on weights prepared once:
 - the residual additions ride along in `addmm` (x + y W^T in one kernel), and the query's 1/sqrt(D)
   rides along in the rotary product.
 
-The tests check it against `AttnLM.forward` for every model variant (logits and cache contents, to float
-rounding) and that sampling with it gives exactly the text that recomputing the window gives.
+The tests check it against `AttnLM.forward` for every model variant (logits to float rounding, and the
+cached keys and values against `MultiHeadAttention.heads`) and that sampling with it gives exactly the text
+that recomputing the window gives.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnlm.model import AttnLM, KVCache
+from attnlm.config import ModelConfig
+from attnlm.model import AttnLM
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for positions [0, length), so a new character costs one position."""
+
+    k: list[torch.Tensor]  # per layer (B, H, T_max, D)
+    v: list[torch.Tensor]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        shape = (batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        return cls([torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)],
+                   [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)])
 
 
 class NormLinear:

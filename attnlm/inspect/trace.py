@@ -1,4 +1,5 @@
-"""The pipeline trace: one attention head's data flow on a real text, stage by stage, like seed 000's table.
+"""The pipeline trace: one attention head's data flow on a real text, stage by stage, as a table of what each
+stage takes in, what it does, what it gives out (shapes) and sample values.
 
 Every number comes from the model itself: forward hooks capture what the chosen layer really received and
 what it fed to its output projection, `MultiHeadAttention.head(h).stages(x)` gives that head's Q, K, V,
@@ -20,6 +21,7 @@ from rich.text import Text
 from attnlm.data import Vocab
 from attnlm.errors import UserError
 from attnlm.model import AttnLM
+from attnlm.text import check_index, encode_checked, show_char
 
 TOP_K = 5
 
@@ -43,18 +45,13 @@ class Trace:
     top: list[tuple[str, float]]  # the next character's likeliest candidates
 
 
-def show_char(c: str) -> str:
-    """A character as a label: whitespace made visible."""
-    return {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}.get(c, c)
-
-
 def _num(x: float) -> str:
     s = f"{x:.2f}"
     return "0.00" if s == "-0.00" else s
 
 
 def truncate(t: torch.Tensor, rows: int = 2, head: int = 2, tail: int = 1) -> str:
-    """Values the way the seed shows them: `[[0.1, 0.3, ..., 0.2], [0.0, 0.5, ..., 0.1], ...]`.
+    """Values shortened so a tensor fits a line: `[[0.1, 0.3, ..., 0.2], [0.0, 0.5, ..., 0.1], ...]`.
 
     t: (1, T, X) or (T, X); the first `rows` rows, each cut to its first `head` and last `tail` values.
     """
@@ -75,25 +72,10 @@ def shape(*dims: int) -> str:
     return " x ".join(str(d) for d in dims)
 
 
-def check_index(what: str, value: int, count: int) -> None:
-    if not 0 <= value < count:
-        plural = "s" if count != 1 else ""
-        raise UserError(f"--{what} {value} is out of range: the model has {count} {what}{plural} "
-                        f"(0 to {count - 1}); pick one of those")
-
-
 def encode_text(text: str, vocab: Vocab, block_size: int) -> torch.Tensor:
     """--text as ids (T,), refusing what the model cannot read."""
-    if not text:
-        raise UserError("--text is empty; give at least one character, e.g. --text \"To be, or not\"")
-    missing = vocab.unknown(text)
-    if missing:
-        shown = " ".join(repr(c) for c in missing[:20])
-        raise UserError(f"--text has characters the model never saw: {shown}; use only characters from its training text")
-    if len(text) > block_size:
-        raise UserError(f"--text has {len(text)} characters but the model's context (model.block_size) is "
-                        f"{block_size}; shorten it to at most {block_size} characters")
-    return vocab.encode(text)
+    return encode_checked(text, vocab, "--text", block_size,
+                          empty_hint='give at least one character, e.g. --text "To be, or not"')
 
 
 @torch.no_grad()

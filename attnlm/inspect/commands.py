@@ -11,7 +11,7 @@ from rich.measure import Measurement
 
 from attnlm.errors import UserError
 
-if TYPE_CHECKING:  # the model and torch load only when a command runs, so `attnlm --help` stays fast
+if TYPE_CHECKING:  # torch loads inside the commands: a mistyped option is answered without waiting for it
     from attnlm.data import Vocab
     from attnlm.model import AttnLM
 
@@ -25,12 +25,12 @@ def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | 
     if config is not None:
         if run or checkpoint:
             raise UserError("give --config (a fresh, untrained model) or --run/--checkpoint (a trained one), not both")
+        from attnlm.build import build
         from attnlm.config import load_config
-        from attnlm.train import prepare
 
         cfg = load_config(config, [*overrides, f"train.device={device_name}"])
-        corpus, model, _, _ = prepare(cfg)
-        return model.eval(), corpus.vocab, f"an untrained model from {config} (seed {cfg.train.seed})"
+        built = build(cfg)
+        return built.model.eval(), built.corpus.vocab, f"an untrained model from {config} (seed {cfg.train.seed})"
     if overrides:
         raise UserError("--set only applies with --config; a checkpoint keeps the settings it was trained with")
     from attnlm.checkpoint import load_model
@@ -41,19 +41,20 @@ def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | 
     return model, vocab, str(path)
 
 
-def trace(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
+def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
           layer: int, head: int, device: str, console: Console) -> None:
-    from attnlm.trace import render, run_trace
+    from attnlm.inspect.trace import render, run_trace
 
     model, vocab, source = load_for_inspection(run, checkpoint, config, overrides, device)
     render(run_trace(model, vocab, text, layer, head), console, source)
 
 
-def attention(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
+def attention(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
               layer: int, head: int | None, mean: bool, words: bool, graph: Path | None, min_weight: float,
               heatmap: Path | None, device: str, console: Console) -> None:
-    from attnlm import attention_view as view
-    from attnlm.trace import check_index, encode_text, show_char
+    from attnlm.inspect import attention as view
+    from attnlm.inspect.trace import encode_text
+    from attnlm.text import check_index, check_png, show_char
 
     if mean and head is not None:
         raise UserError("give --head H (one head) or --mean (the average of all heads), not both")
@@ -61,8 +62,8 @@ def attention(run: str | None, checkpoint: str | None, config: Path | None, over
         raise UserError(f"--min-weight must be in [0, 1), got {min_weight}")
     if graph is not None:
         view.check_graph_path(graph)  # before any work, so a typo costs nothing
-    if heatmap is not None and heatmap.suffix.lower() != ".png":
-        raise UserError(f"--heatmap {heatmap}: the heat map is written as PNG; give a file name ending in .png")
+    if heatmap is not None:
+        check_png("--heatmap", heatmap)
     model, vocab, source = load_for_inspection(run, checkpoint, config, overrides, device)
     cfg = model.cfg
     check_index("layer", layer, cfg.n_layer)
@@ -99,6 +100,6 @@ def attention(run: str | None, checkpoint: str | None, config: Path | None, over
         if note:
             print(f"note: {note}", file=sys.stderr)
     if heatmap is not None:
-        from attnlm.attention_plots import write_heatmaps
+        from attnlm.inspect.plots import write_heatmaps
 
         console.print(f"wrote {write_heatmaps(weights, text, heatmap)}", highlight=False)

@@ -11,11 +11,10 @@ from typing import Any
 
 import torch
 
-from attnlm.attention_view import attention_weights
 from attnlm.data import Vocab
-from attnlm.errors import UserError
+from attnlm.inspect.attention import attention_weights
 from attnlm.model import AttnLM
-from attnlm.trace import show_char
+from attnlm.text import check_png, encode_checked, show_char
 
 
 def _pyplot() -> Any:
@@ -70,8 +69,7 @@ def _figure(weights: list[torch.Tensor], chars: str | None, title: str) -> Any:
 
 def write_heatmaps(weights: list[torch.Tensor], chars: str, path: Path) -> Path:
     """Every layer's and head's (T, T) weights as one PNG grid, characters on both axes."""
-    if path.suffix.lower() != ".png":
-        raise UserError(f"--heatmap {path}: the heat map is written as PNG; give a file name ending in .png")
+    check_png("--heatmap", path)
     plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = _figure(weights, chars, "")
@@ -108,13 +106,7 @@ def probe_ids(probe_text: str | None, vocab: Vocab, val: torch.Tensor, block_siz
     """The probe text as ids (T,): log.probe_text, or else the first block_size characters of validation."""
     if probe_text is None:
         return val[:block_size].clone()
-    if not probe_text:
-        raise UserError("log.probe_text is empty; set it to some text, or to null to probe with validation text")
-    missing = vocab.unknown(probe_text)
-    if missing:
-        raise UserError(f"log.probe_text has characters the corpus does not: {' '.join(repr(c) for c in missing[:20])}; "
-                        "change the text or set it to null")
-    if len(probe_text) > block_size:
-        raise UserError(f"log.probe_text has {len(probe_text)} characters, more than model.block_size = {block_size}; "
-                        "shorten it")
-    return vocab.encode(probe_text)
+    return encode_checked(
+        probe_text, vocab, "log.probe_text", block_size, empty_hint="set it to some text, or to null to probe with "
+        "validation text", never_saw="the corpus does not", fix="change the text or set it to null",
+        too_long=f"log.probe_text has {len(probe_text)} characters, more than model.block_size = {block_size}; shorten it")

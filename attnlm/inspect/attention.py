@@ -1,8 +1,8 @@
-"""Attention as seed 003 shows it: a probability table (rows = queries, columns = attended tokens) and a
-directed graph with an edge from each query to every token it attends to.
+"""Attention read two ways: a probability table (rows = the querying tokens, columns = the tokens they attend
+to, each row summing to 1) and a directed graph with an edge from each query to every token it attends to.
 
 The weights are the model's own: `AttnLM.forward(..., return_attention=True)` returns what the explicit path
-computed, per layer (B, H, T, T). Pictures (heat maps, TensorBoard images) live in attnlm.attention_plots.
+computed, per layer (B, H, T, T). Pictures (heat maps, TensorBoard images) live in attnlm.inspect.plots.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.text import Text
 
 from attnlm.errors import UserError
 from attnlm.model import AttnLM
-from attnlm.trace import show_char
+from attnlm.text import show_char
 
 GRAPH_FORMATS = (".dot", ".gv", ".svg", ".png")
 WORD = re.compile(r"\s*(?:\w+(?:'\w+)*|\S)|\s+$")  # a word or one punctuation mark, with the spaces before it
@@ -80,7 +80,7 @@ def shade(weight: float) -> str:
 
 
 def attention_table(matrix: torch.Tensor, labels: list[str], title: str) -> Table:
-    """The probability table of seed 003: rows = querying tokens, columns = attended tokens."""
+    """The probability table: rows = querying tokens, columns = attended tokens, shaded by weight."""
     compact = len(labels) > 12  # narrower cells so a longer text still fits a terminal
     table = Table(title=title, title_justify="left", show_lines=False, pad_edge=not compact,
                   padding=(0, 0 if compact else 1))
@@ -131,6 +131,7 @@ def to_dot(matrix: torch.Tensor, labels: list[str], min_weight: float = 0.1, tit
 
 
 def check_graph_path(path: Path) -> None:
+    """--graph takes Graphviz source or a picture Graphviz can draw; refused before any work is done."""
     if path.suffix.lower() not in GRAPH_FORMATS:
         raise UserError(f"--graph {path}: unknown extension {path.suffix or '(none)'!r}; "
                         "use .dot (Graphviz source), .svg or .png")

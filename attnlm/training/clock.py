@@ -1,0 +1,66 @@
+"""Training wall time across the sessions of one run, and the train.max_time budget."""
+
+from __future__ import annotations
+
+import time
+
+from attnlm.training.state import TrainState
+
+
+class Clock:
+    """How long a run has trained (earlier sessions included), how much of its time budget that is, and
+    whether the budget is spent.
+
+    Under torchrun every rank reads rank 0's clock as of the last step (`agree`), so the learning rate and
+    the max_time stop are the same on every rank; a single process reads its own clock.
+    """
+
+    def __init__(self, budget: float | None, state: TrainState, distributed: bool) -> None:
+        self.budget = budget
+        self.state = state
+        self.distributed = distributed
+        self.started = time.perf_counter()
+        self.started_up = False  # whether this session's first step (and compile) is done
+        self.last_eval_seconds = 0.0  # the latest evaluation's cost, kept free at the end of the budget
+        self._agreed_clock, self._agreed_out_of_time = 0.0, False
+
+    def start(self) -> None:
+        """This session starts now."""
+        self.started = time.perf_counter()
+
+    def session(self) -> float:
+        """Seconds since this session started, by this process's own clock."""
+        return time.perf_counter() - self.started
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run: earlier sessions plus this one."""
+        return self.state.elapsed + (self._agreed_clock if self.distributed else self.session())
+
+    def over_budget(self, clock: float) -> bool:
+        """Whether `clock` seconds of this session exhaust train.max_time. Room is kept for the final
+        evaluation so the whole run, evaluation included, fits the budget."""
+        return bool(self.budget) and self.state.elapsed + clock + self.last_eval_seconds >= self.budget
+
+    def out_of_time(self) -> bool:
+        if self.distributed:
+            return self._agreed_out_of_time  # rank 0's verdict at the last step
+        return self.over_budget(self.session())
+
+    def agree(self, clock: float, out_of_time: bool) -> None:
+        """Take rank 0's clock and budget verdict as of this step (torchrun)."""
+        self._agreed_clock, self._agreed_out_of_time = clock, out_of_time
+
+    def first_step_done(self) -> None:
+        """Count this session's first step (which holds torch.compile) as start-up time, once."""
+        if not self.started_up:
+            self.state.startup += self.elapsed() - self.state.elapsed
+            self.started_up = True
+
+    def progress(self) -> float:
+        """The share of the max_time budget used, counted from the end of each session's first step.
+        That step holds torch.compile (~14 s on 2 cores with an empty compile cache, ~2 s with a warm one):
+        counted in, it would have spent a fifth of a 67 s schedule's high learning rate on no steps at all."""
+        if not self.budget or not self.started_up:
+            return 0.0
+        start = self.state.startup
+        return max(0.0, (self.elapsed() - start) / max(1e-9, self.budget - start))

@@ -1,0 +1,152 @@
+"""What a run tells and leaves behind besides its checkpoints: the header line, the epoch table, TensorBoard,
+metrics.jsonl, samples, attention images, summary.json and the final report. Only rank 0 reports; on the
+other ranks of a torchrun job every method returns at once."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from attnlm import checkpoint as ckpt
+from attnlm.config import Config
+from attnlm.data import Corpus
+from attnlm.generation import SamplingOptions, generate
+from attnlm.inspect.plots import probe_images
+from attnlm.model import AttnLM
+from attnlm.report import EpochStats, EpochTable, loss_chart, observation
+from attnlm.runs import METRICS_FILE, SUMMARY_FILE
+from attnlm.tblog import TBLogger
+from attnlm.training.state import TrainState
+
+
+class Reporter:
+    def __init__(self, cfg: Config, console: Console, model: AttnLM, corpus: Corpus, probe: torch.Tensor,
+                 is_main: bool) -> None:
+        self.cfg = cfg
+        self.console = console
+        self.model = model
+        self.vocab = corpus.vocab
+        self.corpus = corpus
+        self.probe = probe  # (T,) ids of the text whose attention is pictured every epoch
+        self.is_main = is_main
+        self.table = EpochTable(console)
+        self.run_dir = Path(cfg.log.dir)
+        self.tb = TBLogger(self.run_dir, False)
+
+    def open(self, run_dir: Path, resumed_at: int | None) -> None:
+        """Start writing into `run_dir`; `resumed_at` is the checkpoint's step when the run resumes."""
+        self.run_dir = run_dir
+        # Everything logged at the checkpoint's step was written before that checkpoint was saved, so only
+        # later points can be repeated; purging from the checkpoint's own step would drop points never rewritten.
+        self.tb = TBLogger(run_dir, self.cfg.log.tensorboard and self.is_main,
+                           purge_step=resumed_at + 1 if resumed_at is not None else None)
+
+    def close(self) -> None:
+        self.tb.close()
+
+    def flush(self) -> None:
+        self.tb.flush()
+
+    def header(self, device: torch.device, bf16: bool, steps_per_epoch: int, step: int) -> None:
+        m = self.cfg.model
+        params = self.model.num_params()
+        what = "resuming" if step else "training"
+        self.console.print(
+            f"[bold]attnlm[/bold] {what} {self.run_dir}: {params / 1e6:.2f}M parameters "
+            f"({m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size}, "
+            f"{m.pos} positions{', MLP' if m.mlp else ', attention only'}) on {device}"
+            f"{' bf16' if bf16 else ''}; vocab {self.vocab.size}, "
+            f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars; "
+            f"{steps_per_epoch} steps per epoch" + (f", from step {step}" if step else ""),
+            highlight=False,
+        )
+
+    def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        if not self.is_main:
+            return
+        self.tb.scalars(step, {"loss/train_step": loss})
+        self.append_metrics({"kind": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr})
+
+    def epoch(self, stats: EpochStats, history: list[EpochStats], final: bool) -> None:
+        """One row of the table, the epoch's scalars, sample and attention images, and its metrics line."""
+        if not self.is_main:
+            return
+        self.table.add(stats, observation(history, final))
+        self.tb.scalars(stats.step, {
+            "loss/train": stats.train_loss, "loss/val": stats.val_loss,
+            "accuracy/train": stats.train_accuracy, "accuracy/val": stats.val_accuracy,
+            "lr": stats.lr, "throughput/tokens_per_s": stats.tokens_per_s,
+        })
+        if self.cfg.log.sample_chars:
+            self.tb.text("sample", self.sample(self.cfg.log.sample_chars), stats.step)
+        if self.cfg.log.tensorboard and self.cfg.log.attention_images:
+            # One heat-map grid per layer at every epoch, so TensorBoard's slider shows attention forming.
+            for tag, image in probe_images(self.model, self.probe, self.vocab.decode(self.probe)).items():
+                self.tb.image(tag, image, stats.step)
+        self.append_metrics(stats.to_dict())
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        # json writes floats with repr, so a logged loss is the exact float value, fit for bit-for-bit checks.
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def sample(self, n: int, stream: bool = False) -> str:
+        """`n` characters from the model at temperature 0.8, seeded by train.seed; with `stream` printed as
+        they come."""
+        vocab = self.vocab
+        prompt = self.cfg.log.sample_prompt if not vocab.unknown(self.cfg.log.sample_prompt) else vocab.chars[0]
+        generator = torch.Generator().manual_seed(self.cfg.train.seed)
+
+        def emit(token: int) -> None:
+            sys.stdout.write(vocab.chars[token])
+            sys.stdout.flush()
+
+        ids = generate(self.model, vocab.encode(prompt), n, SamplingOptions(temperature=0.8), generator,
+                       on_token=emit if stream else None)
+        return prompt + vocab.decode(ids)
+
+    def finish(self, st: TrainState) -> None:
+        """The loss chart, the best epoch, hyperparameters, summary.json and the closing sample."""
+        if not self.is_main:
+            return
+        losses = [h["val_loss"] for h in st.history]
+        self.console.print()
+        self.console.print(loss_chart(losses), highlight=False)
+        if st.history:
+            best = st.history[st.best_epoch - 1]
+            self.console.print(
+                f"\nbest epoch {st.best_epoch}: val loss {best['val_loss']:.4f}, accuracy "
+                f"{best['val_accuracy']:.3f} (perplexity {math.exp(best['val_loss']):.2f}); "
+                f"{st.step} steps in {st.elapsed:.1f}s", highlight=False)
+            last = st.history[-1]
+            self.tb.hparams({**{f"model.{k}": v for k, v in asdict(self.cfg.model).items()},
+                             **{f"train.{k}": v for k, v in asdict(self.cfg.train).items()}},
+                            {"hparam/best_val_loss": st.best_val, "hparam/final_val_loss": last["val_loss"],
+                             "hparam/final_val_accuracy": last["val_accuracy"]}, st.step)
+        summary = {"best_val_loss": st.best_val, "best_epoch": st.best_epoch, "steps": st.step,
+                   "epochs": len(st.history), "seconds": st.elapsed}
+        # Atomic like the checkpoints: `attnlm runs` reads a run as finished when this file exists.
+        ckpt.atomic_write(self.run_dir / SUMMARY_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
+        self.console.print(f"run saved in {self.run_dir}/ (checkpoints/best.pt, checkpoints/last.pt, "
+                           f"TensorBoard: tensorboard --logdir {self.run_dir.parent})", highlight=False)
+        if self.cfg.log.sample_chars:
+            self.console.print("\n[bold]sample[/bold] (temperature 0.8):")
+            self.sample(self.cfg.log.sample_chars, stream=True)
+            sys.stdout.write("\n")
+
+    def already_finished(self, step: int) -> None:
+        self.console.print(f"{self.run_dir} already finished (step {step}); to train it further raise "
+                           "train.epochs or train.max_steps with --set", highlight=False, soft_wrap=True)
+
+    def interrupted(self, signal_name: str, step: int, resume_command: str) -> None:
+        self.console.print(
+            f"\n{signal_name}: stopped at step {step} and saved {self.run_dir}/checkpoints/last.pt; "
+            f"resume with: {resume_command}", highlight=False,
+            soft_wrap=True)  # never break the command across lines: users copy it
