@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -10,7 +11,9 @@ from attnlm import distributed
 from attnlm.config import Config
 from attnlm.data import Corpus, Vocab, load_corpus
 from attnlm.device import resolve_device, use_bf16
+from attnlm.errors import UnknownCharacters, UserError
 from attnlm.model import AttnLM
+from attnlm.text import listed
 
 
 @dataclass
@@ -21,12 +24,39 @@ class Built:
     bf16: bool  # whether training autocasts to bf16 on this device
 
 
-def build(cfg: Config, vocab: Vocab | None = None) -> Built:
-    """Data, model and device for a config (weights seeded by train.seed). With `vocab` (a checkpoint's) the
-    text must fit that vocabulary."""
+def build(cfg: Config, vocab: Vocab | None = None, vocab_of: str | None = None) -> Built:
+    """Data, model and device for a config (weights seeded by train.seed). With `vocab` (that of the checkpoint
+    `vocab_of`) the text must fit that vocabulary."""
     device = distributed.train_device(distributed.current(), resolve_device(cfg.train.device))
     bf16 = use_bf16(device, cfg.train.precision)
-    corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab)
+    try:
+        corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab)
+    except UnknownCharacters as e:
+        if vocab_of is None:
+            raise
+        raise UserError(f"{cfg.data.path} has characters that {vocab_of} never saw: {listed(e.missing)}; a model "
+                        "only reads its own vocabulary, so use text without them or train from scratch") from None
     torch.manual_seed(cfg.train.seed)
     model = AttnLM(cfg.model, corpus.vocab.size).to(device)
     return Built(corpus, model, device, bf16)
+
+
+def init_source(cfg: Config) -> tuple[dict, str] | None:
+    """The checkpoint train.init_from names (a run folder means its best.pt) and its path, checked against the
+    config's model section; None when training starts from scratch."""
+    if not cfg.train.init_from:
+        return None
+    from attnlm.checkpoint import load_checkpoint
+    from attnlm.config import config_from_dict, model_differences
+    from attnlm.runs import resolve_checkpoint
+
+    source = Path(cfg.train.init_from)
+    path = resolve_checkpoint(str(source), None) if source.is_dir() else source
+    if not path.exists():
+        raise UserError(f"train.init_from: {source} not found; give a run folder or a checkpoint file")
+    payload = load_checkpoint(path)
+    diff = model_differences(cfg.model, config_from_dict(payload["config"]).model)
+    if diff:
+        raise UserError(f"train.init_from: {path} has another model shape ({', '.join(diff)} differ); fine-tuning "
+                        "keeps the model section: copy it from the source run's config.yaml")
+    return payload, str(path)

@@ -74,6 +74,9 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the blocks (costs compile time up front)")
     eval_batch_size: int = _f(64, "windows per batch in the full validation pass")
     checkpoint_every: int | None = _f(None, "also write last.pt every this many steps mid-epoch")
+    init_from: str | None = _f(None, "fine-tune: start from the weights of this run folder (its best.pt) or "
+                                     "checkpoint file, with a fresh optimizer and schedule; the model section and "
+                                     "vocabulary must match it")
 
 
 @dataclass
@@ -212,18 +215,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), base: Config | None = None) -> Config:
-    """Merge defaults (or `base`), the YAML file and `--set` overrides, then validate."""
+def load_config(source: str | Path | typing.Mapping[str, Any] | None, overrides: typing.Sequence[str] = (),
+                base: Config | None = None) -> Config:
+    """Merge defaults (or `base`), the YAML file (or a mapping of the same sections) and `--set` overrides,
+    then validate."""
     cfg = copy.deepcopy(base) if base is not None else Config()
-    if path is not None:
-        path = Path(path)
-        for section, values in _read_yaml(path).items():
-            if values is None:
-                continue
-            if not isinstance(values, dict):
-                raise UserError(f"config section '{section}' in {path} must be a mapping of keys")
-            for key, value in values.items():
-                _apply(cfg, str(section), str(key), value, str(path))
+    if isinstance(source, typing.Mapping):
+        _apply_sections(cfg, source, "the config mapping")
+    elif source is not None:
+        path = Path(source)
+        _apply_sections(cfg, _read_yaml(path), str(path))
         if cfg.log.name is None:
             cfg.log.name = path.stem
     for text in overrides:
@@ -233,6 +234,16 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), b
         cfg.log.name = "run"
     validate(cfg)
     return cfg
+
+
+def _apply_sections(cfg: Config, raw: typing.Mapping[str, Any], origin: str) -> None:
+    for section, values in raw.items():
+        if values is None:
+            continue
+        if not isinstance(values, typing.Mapping):
+            raise UserError(f"config section '{section}' in {origin} must be a mapping of keys")
+        for key, value in values.items():
+            _apply(cfg, str(section), str(key), value, origin)
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -313,6 +324,11 @@ def resolve_accumulation(cfg: Config, world: int) -> Config:
     cfg = copy.deepcopy(cfg)
     cfg.train.grad_accum_steps = steps
     return cfg
+
+
+def model_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """`model.KEY` for every key where two model sections differ."""
+    return [f"model.{k}" for k in vars(a) if getattr(a, k) != getattr(b, k)]
 
 
 def save_config(cfg: Config, path: Path) -> None:

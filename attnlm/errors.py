@@ -9,5 +9,14 @@ class UserError(Exception):
     """
 
 
+class UnknownCharacters(UserError):
+    """Text with characters outside a model's vocabulary; `missing` lists them, so a caller that knows where the
+    text came from can say so."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 class NumericalError(Exception):
     """Training produced a non-finite loss or gradient; the CLI exits with status 3."""

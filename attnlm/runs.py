@@ -53,6 +53,11 @@ def lock_run(folder: Path) -> int:
     return fd
 
 
+def unlock_run(lock: int) -> None:
+    """Give back a lock_run lock: a notebook that trains a run and then resumes it lives in one process."""
+    os.close(lock)
+
+
 def git_commit(cwd: Path) -> str | None:
     """The project's commit (with `+dirty` for uncommitted changes), when it is a git checkout."""
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attnlm.errors import UserError
+from attnlm.errors import UnknownCharacters, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from attnlm.data import Vocab
 
 MAX_LISTED = 20  # unknown characters named in an error; a longer list hides the fix
+
+
+def listed(chars: list[str]) -> str:
+    """Characters for an error message, each quoted: the first MAX_LISTED of them."""
+    return " ".join(repr(c) for c in chars[:MAX_LISTED])
 
 
 def show_char(c: str) -> str:
@@ -25,8 +30,8 @@ def check_known(text: str, vocab: Vocab, subject: str, fix: str, never_saw: str 
     """Refuse `text` when it has characters outside `vocab`: '<subject> has characters <never_saw>: ...; <fix>'."""
     missing = vocab.unknown(text)
     if missing:
-        shown = " ".join(repr(c) for c in missing[:MAX_LISTED])
-        raise UserError(f"{subject} has characters {never_saw}: {shown}; {fix}")
+        shown = listed(missing)
+        raise UnknownCharacters(f"{subject} has characters {never_saw}: {shown}; {fix}", missing)
 
 
 def encode_checked(text: str, vocab: Vocab, subject: str, max_len: int | None = None, *, empty_hint: str,

@@ -12,48 +12,40 @@ from rich.measure import Measurement
 from attnlm.errors import UserError
 
 if TYPE_CHECKING:  # torch loads inside the commands: a mistyped option is answered without waiting for it
-    from attnlm.data import Vocab
-    from attnlm.model import AttnLM
+    from attnlm.api import Model
 
 
 def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str],
-                        device_name: str) -> tuple[AttnLM, Vocab, str]:
-    """(model in eval mode, vocab, where it came from): a checkpoint, or with --config a fresh model
-    initialised from train.seed, its vocabulary read from the config's data file."""
-    from attnlm.device import resolve_device
+                        device_name: str) -> Model:
+    """A checkpoint's model, or with --config a fresh model initialised from train.seed, its vocabulary read
+    from the config's data file."""
+    from attnlm import api
 
     if config is not None:
         if run or checkpoint:
             raise UserError("give --config (a fresh, untrained model) or --run/--checkpoint (a trained one), not both")
-        from attnlm.build import build
-        from attnlm.config import load_config
-
-        cfg = load_config(config, [*overrides, f"train.device={device_name}"])
-        built = build(cfg)
-        return built.model.eval(), built.corpus.vocab, f"an untrained model from {config} (seed {cfg.train.seed})"
+        model = api.Model.untrained(config, overrides, device=device_name)
+        model.source = f"an untrained model from {config} (seed {model.config.train.seed})"
+        return model
     if overrides:
         raise UserError("--set only applies with --config; a checkpoint keeps the settings it was trained with")
-    from attnlm.checkpoint import load_model
     from attnlm.runs import resolve_checkpoint
 
-    path = resolve_checkpoint(run, checkpoint)
-    model, vocab, _, _ = load_model(path, resolve_device(device_name))
-    return model, vocab, str(path)
+    return api.load(resolve_checkpoint(run, checkpoint), device=device_name)
 
 
 def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
           layer: int, head: int, device: str, console: Console) -> None:
-    from attnlm.inspect.trace import render, run_trace
+    from attnlm.inspect.trace import render
 
-    model, vocab, source = load_for_inspection(run, checkpoint, config, overrides, device)
-    render(run_trace(model, vocab, text, layer, head), console, source)
+    model = load_for_inspection(run, checkpoint, config, overrides, device)
+    render(model.trace(text, layer, head), console, model.source)
 
 
 def attention(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
               layer: int, head: int | None, mean: bool, words: bool, graph: Path | None, min_weight: float,
               heatmap: Path | None, device: str, console: Console) -> None:
     from attnlm.inspect import attention as view
-    from attnlm.inspect.trace import encode_text
     from attnlm.text import check_index, check_png, show_char
 
     if mean and head is not None:
@@ -64,14 +56,13 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         view.check_graph_path(graph)  # before any work, so a typo costs nothing
     if heatmap is not None:
         check_png("--heatmap", heatmap)
-    model, vocab, source = load_for_inspection(run, checkpoint, config, overrides, device)
-    cfg = model.cfg
+    model = load_for_inspection(run, checkpoint, config, overrides, device)
+    source, cfg = model.source, model.config.model
     check_index("layer", layer, cfg.n_layer)
     head = None if mean else (head or 0)
     if head is not None:
         check_index("head", head, cfg.n_head)
-    ids = encode_text(text, vocab, cfg.block_size)
-    weights = view.attention_weights(model, ids)  # per layer (H, T, T)
+    weights = list(model.attention(text))  # per layer (H, T, T)
     matrix = view.select(weights, layer, head)  # (T, T)
     if words:
         groups = view.word_groups(text)

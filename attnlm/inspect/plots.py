@@ -1,7 +1,7 @@
 """Attention as pictures: heat-map grids (one per layer and head) for a PNG file or for TensorBoard.
 
-matplotlib is imported inside the functions, with the Agg backend, so `attnlm --help` stays fast and no
-display is ever needed.
+matplotlib is imported inside the functions and draws with its Agg renderer directly (no pyplot, no display,
+and the process's backend is left alone).
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from attnlm.model import AttnLM
 from attnlm.text import check_png, encode_checked, show_char
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _new_figure(**kwargs: Any) -> Any:
+    """A figure drawn by the Agg renderer without pyplot: pyplot would switch the process's backend, and in a
+    notebook that silences the user's own plt.show() after a training run logged its attention images."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _draw(ax: Any, w: torch.Tensor, chars: str | None, title: str) -> Any:
@@ -53,11 +55,10 @@ def _draw(ax: Any, w: torch.Tensor, chars: str | None, title: str) -> Any:
 
 def _figure(weights: list[torch.Tensor], chars: str | None, title: str) -> Any:
     """A grid of heat maps: a row per layer in `weights` (each (H, T, T)), a column per head."""
-    plt = _pyplot()
     rows, cols, T = len(weights), weights[0].shape[0], weights[0].shape[-1]
     side = max(2.4, 0.2 * T + 0.8)  # characters stay legible however long the text
-    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 0.8, side * rows + 0.6), squeeze=False,
-                             layout="constrained")
+    fig = _new_figure(figsize=(side * cols + 0.8, side * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for layer, w in enumerate(weights):
         for head in range(cols):
@@ -70,12 +71,10 @@ def _figure(weights: list[torch.Tensor], chars: str | None, title: str) -> Any:
 def write_heatmaps(weights: list[torch.Tensor], chars: str, path: Path) -> Path:
     """Every layer's and head's (T, T) weights as one PNG grid, characters on both axes."""
     check_png("--heatmap", path)
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = _figure(weights, chars, "")
     fig.suptitle(f"attention on {chars!r}", fontsize=10)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -93,12 +92,10 @@ def probe_images(model: AttnLM, ids: torch.Tensor, chars: str | None = None) -> 
 
     ids: (T,) the probe text; chars: its characters for the axes. The model's mode is left as it was.
     """
-    plt = _pyplot()
     images = {}
     for layer, w in enumerate(attention_weights(model, ids)):  # w: (H, T, T)
         fig = _figure([w], chars, f"layer {layer},")
         images[f"attention/layer_{layer}"] = _to_image(fig)
-        plt.close(fig)
     return images
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from tqdm import tqdm
 
 from attnlm import checkpoint as ckpt
 from attnlm import distributed
-from attnlm.build import build
+from attnlm.build import build, init_source
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Vocab, steps_per_epoch
 from attnlm.device import autocast, trust_cpu_isa_flags
@@ -38,7 +36,14 @@ class Trainer:
         self.dist = distributed.current()
         self.cfg = cfg = resolve_accumulation(cfg, self.dist.world)
         self.run_dir = Path(cfg.log.dir)  # set by fit()
-        built = build(cfg, Vocab(resume["vocab"]) if resume else None)
+        source = None if resume else init_source(cfg)  # fine-tuning: weights (and vocabulary) of another run
+        if resume:
+            built = build(cfg, Vocab(resume["vocab"]))
+        elif source:
+            built = build(cfg, Vocab(source[0]["vocab"]), vocab_of=source[1])
+            built.model.load_state_dict(source[0]["model"])
+        else:
+            built = build(cfg)
         self.corpus, self.model, self.device, self.bf16 = built.corpus, built.model, built.device, built.bf16
         # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
         probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
@@ -152,8 +157,9 @@ class Trainer:
         self._received_stop = signum
 
     # ----- the loop ----------------------------------------------------------------------------
-    def fit(self, run_dir: Path) -> int:
-        """Train into `run_dir` until epochs, max_steps or max_time run out; returns the exit code."""
+    def fit(self, run_dir: Path, exit_process: bool = True) -> int:
+        """Train into `run_dir` until epochs, max_steps or max_time run out; returns the exit code. A second
+        Ctrl-C ends the process when `exit_process`, else raises KeyboardInterrupt (a notebook's kernel)."""
         self.run_dir = run_dir
         self.reporter.run_dir = run_dir
         if self.resumed and self._finished() and (run_dir / SUMMARY_FILE).exists():
@@ -167,7 +173,7 @@ class Trainer:
         self.reporter.open(run_dir, self.state.step if self.resumed else None)
         try:
             with stop_requests(self._record_signal, lambda: self._received_stop,
-                               lambda: distributed.resume_command(self.dist, self.run_dir)):
+                               lambda: distributed.resume_command(self.dist, self.run_dir), exit_process):
                 return self._fit()
         finally:
             self.reporter.close()
@@ -183,8 +189,7 @@ class Trainer:
         self.reporter.header(self.device, self.bf16, self.steps_per_epoch, st.step)
         stopped = False
         while st.epoch <= t.epochs and not stopped:
-            bar = tqdm(total=self.steps_per_epoch, initial=st.step_in_epoch, desc=f"epoch {st.epoch}",
-                       leave=False, disable=None if self.dist.is_main else True, dynamic_ncols=True, file=sys.stderr)
+            bar = self.reporter.progress(self.steps_per_epoch, st.step_in_epoch, f"epoch {st.epoch}")
             # Seeded with the totals of the steps before a resume, so the sum is accumulated in the same
             # order as in an uninterrupted run and the epoch's mean train loss matches it bit for bit.
             epoch_loss = torch.tensor(st.epoch_loss_sum, device=self.device, dtype=torch.float64)

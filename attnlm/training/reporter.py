@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from tqdm import tqdm as std_tqdm
 
 from attnlm import checkpoint as ckpt
 from attnlm.config import Config
@@ -24,6 +25,13 @@ from attnlm.report import EpochStats, EpochTable, loss_chart, observation
 from attnlm.runs import METRICS_FILE, SUMMARY_FILE
 from attnlm.tblog import TBLogger
 from attnlm.training.state import TrainState
+
+
+def in_notebook() -> bool:
+    """Whether this runs inside a Jupyter kernel (where stderr is no terminal, yet a bar still draws)."""
+    shell = sys.modules.get("IPython")
+    ipython = getattr(shell, "get_ipython", lambda: None)() if shell else None
+    return ipython is not None and hasattr(ipython, "kernel")
 
 
 class Reporter:
@@ -53,6 +61,20 @@ class Reporter:
 
     def flush(self) -> None:
         self.tb.flush()
+
+    def progress(self, total: int, initial: int, desc: str) -> Any:
+        """The epoch's progress bar: in a terminal (never in a log file), or in a notebook; none on other ranks."""
+        if not self.is_main:
+            return std_tqdm(total=total, disable=True)
+        if in_notebook():
+            try:
+                from tqdm.notebook import tqdm as notebook_tqdm
+
+                return notebook_tqdm(total=total, initial=initial, desc=desc, leave=False)
+            except ImportError:  # no ipywidgets: a text bar, which a notebook draws in place as well
+                return std_tqdm(total=total, initial=initial, desc=desc, leave=False, file=sys.stderr, disable=False)
+        return std_tqdm(total=total, initial=initial, desc=desc, leave=False, disable=None, dynamic_ncols=True,
+                        file=sys.stderr)
 
     def header(self, device: torch.device, bf16: bool, steps_per_epoch: int, step: int) -> None:
         m = self.cfg.model

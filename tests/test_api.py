@@ -1,0 +1,160 @@
+"""The Python API (`import attnlm`): the same code path and the same numbers as the CLI, errors as UserError,
+an interrupt that returns control instead of ending the process, and fine-tuning with train.init_from."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from run_helpers import ROOT, TINY, last_logged_step, metrics, run_cli
+
+import attnlm
+from attnlm.config import parse_override
+from attnlm.inspect.trace import run_trace
+from attnlm.interrupts import stop_requests
+
+QUIET = Console(quiet=True)
+
+
+def tiny(corpus: Path, runs: Path, **train: object) -> dict:
+    """The TINY test settings as a config mapping, the way a notebook would write them."""
+    cfg: dict = {"data": {"path": str(corpus)}, "model": {}, "train": {}, "log": {}}
+    for item in TINY[1::2]:
+        section, key, value = parse_override(item)
+        cfg[section][key] = value
+    cfg["log"].update({"dir": str(runs), "timestamp": False, "tensorboard": False, "sample_chars": 0})
+    cfg["train"].update(train)
+    return cfg
+
+
+def test_import_attnlm_does_not_load_torch() -> None:
+    code = "import sys, attnlm; assert 'torch' not in sys.modules; print(attnlm.__version__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == attnlm.__version__
+
+
+def test_load_generate_evaluate_attention_and_trace_match_the_cli(trained_run: tuple[Path, object]) -> None:
+    run_dir, _ = trained_run
+    model = attnlm.load(run_dir)
+    assert model.source.endswith("best.pt") and isinstance(model.module, torch.nn.Module)
+    assert model.config.model.n_layer == 2 and model.vocab.size > 30
+    # Sampling: the CLI prints the prompt, then exactly what the API returns for the same seed.
+    text = model.generate("The ", max_new_tokens=80, seed=7)
+    cli = run_cli("sample", "--run", str(run_dir), "--prompt", "The ", "--max-new-tokens", "80", "--seed", "7",
+                  check=True)
+    assert cli.stdout == "The " + text + "\n"
+    assert model.generate("The ", 80, seed=7) == text and model.generate("The ", 80, seed=8) != text
+    # Evaluation: the run's validation split gives the best epoch's val loss, as `attnlm eval` prints it.
+    result = model.evaluate()
+    best = json.loads((run_dir / "summary.json").read_text())["best_val_loss"]
+    assert result.loss == pytest.approx(best, abs=1e-4)
+    assert result.perplexity == pytest.approx(math.exp(result.loss)) and 0 < result.accuracy < 1
+    assert f"val loss   {result.loss:.4f}" in run_cli("eval", "--run", str(run_dir), check=True).stdout
+    # Attention: (n_layer, n_head, T, T), causal rows that sum to 1, equal to the trace's weights.
+    probe = "To be, or not"
+    weights = model.attention(probe)
+    T = len(probe)
+    assert weights.shape == (2, 2, T, T)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, T))
+    assert torch.all(weights.triu(1) == 0)
+    trace = model.trace(probe, layer=1, head=1)
+    torch.testing.assert_close(trace.tensors["weights"][0], weights[1, 1])
+    torch.testing.assert_close(trace.tensors["weights"], run_trace(model.module, model.vocab, probe, 1, 1).tensors["weights"])
+
+
+def test_errors_are_the_clis_one_line_user_errors(trained_run: tuple[Path, object], tmp_path: Path) -> None:
+    run_dir, _ = trained_run
+    with pytest.raises(attnlm.UserError, match="run folder not found") as missing:
+        attnlm.load(tmp_path / "nope")
+    cli = run_cli("sample", "--run", str(tmp_path / "nope"))
+    assert cli.returncode == 2 and cli.stderr == f"error: {missing.value}\n"
+    model = attnlm.load(run_dir)
+    with pytest.raises(attnlm.UserError, match="the prompt has characters the model never saw: '€'"):
+        model.generate("€uro")
+    with pytest.raises(attnlm.UserError, match="--text has 40 characters"):
+        model.attention("x" * 40)
+    with pytest.raises(attnlm.UserError, match="config must be a YAML path"):
+        attnlm.train(42)  # type: ignore[arg-type]
+    with pytest.raises(attnlm.UserError, match="unknown config key 'train.epohcs'"):
+        attnlm.train({"train": {"epohcs": 2}})
+
+
+def test_train_returns_a_run_and_an_interrupt_returns_control(small_corpus: Path, tmp_path: Path,
+                                                                 one_thread: None) -> None:
+    """In a notebook, Ctrl-C (the kernel's interrupt) must not end the process: it stops at the step boundary,
+    saves last.pt and returns the Run; run.resume() finishes it exactly."""
+    cfg = tiny(small_corpus, tmp_path, epochs=2, steps_per_epoch=40)
+    cfg["log"].update({"name": "api", "print_every": 1})
+    run_dir = tmp_path / "api"
+
+    def interrupt_at(step: int) -> threading.Thread:
+        def fire() -> None:
+            deadline = time.monotonic() + 60
+            while last_logged_step(run_dir) < step:
+                if time.monotonic() > deadline:
+                    return  # the assertions below report it; never signal a test that has moved on
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+        thread = threading.Thread(target=fire, daemon=True)
+        thread.start()
+        return thread
+
+    thread = interrupt_at(5)
+    run = attnlm.train(cfg, console=QUIET)
+    thread.join()
+    assert run.exit_code == 130 and run.dir == run_dir and not run.finished
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]["step"]
+    assert saved >= 5
+    done = run.resume(console=QUIET)
+    assert done.exit_code == 0 and done.finished and len(done.metrics) == 2
+    assert done.best_val_loss == min(r["val_loss"] for r in done.metrics)
+    assert [r["step"] for r in metrics(run_dir) if r["kind"] == "step"] == list(range(1, 81))
+
+
+def test_a_second_interrupt_raises_instead_of_ending_the_process() -> None:
+    """What a notebook kernel gets from a second interrupt while a stop is pending: KeyboardInterrupt."""
+    received: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        with stop_requests(received.append, lambda: received[0] if received else None, lambda: "run.resume()",
+                           exit_process=False):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this (main) thread right away
+            assert received == [signal.SIGINT]
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # not reached: the second signal raises
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_init_from_starts_at_the_source_models_loss(trained_run: tuple[Path, object], small_corpus: Path,
+                                                   tmp_path: Path) -> None:
+    source, _ = trained_run
+    source_loss = [r for r in metrics(source) if r["kind"] == "epoch"][-1]["train_loss"]
+    tuned = run_cli("train", "--config", "configs/tiny.yaml", *TINY, "--set", f"data.path={small_corpus}",
+                    "--set", f"log.dir={tmp_path}", "--set", "log.timestamp=false", "--set", "log.print_every=1",
+                    "--set", "train.max_steps=2", "--set", "log.sample_chars=0", "--name", "tuned",
+                    "--set", f"train.init_from={source}", check=True)
+    assert tuned.returncode == 0
+    first = metrics(tmp_path / "tuned")[0]["loss"]
+    # A fresh model guesses uniformly, ln(vocab) ~ 4.2; fine-tuning starts where the source model ended.
+    assert abs(first - source_loss) < 0.35 and first < math.log(attnlm.load(source).vocab.size) - 1.0
+
+    # Text outside the source's vocabulary, and another model shape: one UserError each, no folder made.
+    cfg = tiny(small_corpus, tmp_path, init_from=str(source))
+    poems = tmp_path / "poems.txt"
+    poems.write_text(small_corpus.read_text(encoding="utf-8")[:5000] + "ζ€", encoding="utf-8")
+    with pytest.raises(attnlm.UserError) as unknown:
+        attnlm.train({**cfg, "data": {"path": str(poems)}}, name="bad", console=QUIET)
+    assert f"{poems} has characters that {source / 'checkpoints' / 'best.pt'} never saw: 'ζ' '€'" in str(unknown.value)
+    with pytest.raises(attnlm.UserError, match="model.n_embd differ"):
+        attnlm.train({**cfg, "model": {**cfg["model"], "n_embd": 16}}, name="shape", console=QUIET)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "shape").exists()
