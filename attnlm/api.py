@@ -22,7 +22,8 @@ from rich.console import Console
 from attnlm import distributed
 from attnlm.checkpoint import load_checkpoint, load_model
 from attnlm.config import Config, config_from_dict, load_config, model_differences
-from attnlm.data import Vocab, load_corpus
+from attnlm.data import EvalPlan, Vocab, load_corpus
+from attnlm.data.sources import Spec
 from attnlm.device import resolve_device
 from attnlm.errors import UserError
 from attnlm.evaluate import evaluate, summarise
@@ -157,6 +158,7 @@ class Evaluation:
     perplexity: float
     accuracy: float  # share of next characters predicted exactly
     tokens: int  # predictions scored
+    subset: str | None = None  # which windows, when a long split was evaluated on a fixed subset of them
 
 
 class Model:
@@ -213,18 +215,28 @@ class Model:
         new = generate(self.module, ids, max_new_tokens, opts, generator, use_cache=use_cache, on_token=emit)
         return self.vocab.decode(new)
 
-    def evaluate(self, text: str | None = None) -> Evaluation:
-        """Loss, perplexity and next-character accuracy over `text` (every prediction once), or over the
-        validation split of the data the model was trained on."""
-        if text is None:
-            d = self.config.data
-            ids = load_corpus(d.path, d.val_fraction, self.config.model.block_size, self.vocab).val
-        else:
+    def evaluate(self, text: str | None = None, *, data: Spec | None = None, full: bool = False) -> Evaluation:
+        """Loss, perplexity and next-character accuracy over `text`, over all the text of `data` (files,
+        folders, globs or a list of them, encoded with the model's vocabulary), or else over the validation
+        split of the data the model was trained on. Every prediction counts once; like training, more than
+        train.eval_chars of them are evaluated on a fixed, evenly spaced subset of windows unless `full`."""
+        d, block_size = self.config.data, self.config.model.block_size
+        if text is not None:
             ids = self.vocab.encode(text)
-            if len(ids) < 2:
-                raise UserError("the text is too short to evaluate; give at least two characters")
-        result = summarise(*evaluate(self.module, ids, self.config.train.eval_batch_size, self.device))
-        return Evaluation(result.loss, result.perplexity, result.accuracy, result.tokens)
+        elif data is not None:
+            # A val_fraction of 1 puts every document in the validation split: all of the text is evaluated.
+            ids = load_corpus(data, 1.0, None, self.vocab, separator=d.separator, cache_dir=d.cache_dir).val
+        else:
+            ids = load_corpus(d.path, d.val_fraction, block_size, self.vocab, separator=d.separator,
+                              cache_dir=d.cache_dir).val
+        if len(ids) < 2:
+            raise UserError("the text is too short to evaluate; give at least two characters")
+        max_chars = None if full else self.config.train.eval_chars
+        plan = EvalPlan.of(len(ids), block_size, max_chars)
+        result = summarise(*evaluate(self.module, ids, self.config.train.eval_batch_size, self.device,
+                                     max_chars=max_chars))
+        return Evaluation(result.loss, result.perplexity, result.accuracy, result.tokens,
+                          None if plan.full else plan.describe())
 
     def attention(self, text: str) -> torch.Tensor:
         """The attention weights the model uses on `text`: (n_layer, n_head, T, T), rows = queries (each sums

@@ -10,6 +10,7 @@ import torch
 from attnlm import distributed
 from attnlm.config import Config
 from attnlm.data import Corpus, Vocab, load_corpus
+from attnlm.data.sources import describe
 from attnlm.device import resolve_device, use_bf16
 from attnlm.errors import UnknownCharacters, UserError
 from attnlm.model import AttnLM
@@ -30,12 +31,13 @@ def build(cfg: Config, vocab: Vocab | None = None, vocab_of: str | None = None) 
     device = distributed.train_device(distributed.current(), resolve_device(cfg.train.device))
     bf16 = use_bf16(device, cfg.train.precision)
     try:
-        corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab)
+        corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab,
+                             separator=cfg.data.separator, cache_dir=cfg.data.cache_dir)
     except UnknownCharacters as e:
         if vocab_of is None:
             raise
-        raise UserError(f"{cfg.data.path} has characters that {vocab_of} never saw: {listed(e.missing)}; a model "
-                        "only reads its own vocabulary, so use text without them or train from scratch") from None
+        raise UserError(f"{describe(cfg.data.path)} has characters that {vocab_of} never saw: {listed(e.missing)}; a "
+                        "model only reads its own vocabulary, so use text without them or train from scratch") from None
     torch.manual_seed(cfg.train.seed)
     model = AttnLM(cfg.model, corpus.vocab.size).to(device)
     return Built(corpus, model, device, bf16)

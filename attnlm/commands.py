@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -10,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from attnlm import api
-from attnlm.data import read_text
+from attnlm.config import load_config
+from attnlm.data import prepare_sources
+from attnlm.data.sources import describe
 from attnlm.errors import UserError
 from attnlm.generation import SamplingOptions
 from attnlm.runs import list_run_dirs, resolve_checkpoint
@@ -61,18 +64,47 @@ def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_n
     sys.stdout.flush()
 
 
-def eval_(*, run: str | None, checkpoint: str | None, data: Path | None, device_name: str, console: Console) -> None:
+def eval_(*, run: str | None, checkpoint: str | None, data: list[str] | None, device_name: str, console: Console,
+          full: bool = False) -> None:
     model = api.load(resolve_checkpoint(run, checkpoint), device=device_name)
-    if data is not None:
-        text = read_text(data)
-        if len(text) < 2:
-            raise UserError(f"{data} is too short to evaluate; give at least two characters")
-        result, what = model.evaluate(text), str(data)
+    if data:
+        result, what = model.evaluate(data=data, full=full), describe(data)
     else:
-        result, what = model.evaluate(), f"validation split of {model.config.data.path}"
+        result, what = model.evaluate(full=full), f"validation split of {describe(model.config.data.path)}"
+    if result.subset is not None:
+        what += f", {result.subset}; --full for all"
     console.print(f"{model.source} on {what} ({result.tokens:,} predictions):", highlight=False)
     console.print(f"  val loss   {result.loss:.4f}\n  perplexity {result.perplexity:.3f}\n"
                   f"  accuracy   {result.accuracy:.4f}", highlight=False)
+
+
+def data_prepare(*, sources: list[str], config: Path | None, overrides: list[str], out: Path | None,
+                 console: Console) -> None:
+    """Prepare sources (or a config's data.path) as training would, into the cache or into `out`."""
+    cfg = load_config(config, overrides)
+    d = cfg.data
+    spec = sources or d.path
+    if not sources and config is None:
+        raise UserError("give the text to prepare (files, folders or globs), or --config FILE to prepare its data.path")
+    started = time.perf_counter()
+    prepared = prepare_sources(spec, d.val_fraction, separator=d.separator, cache_dir=d.cache_dir, out=out,
+                               log=lambda line: console.print(line, highlight=False))
+    meta, seconds = prepared.meta, time.perf_counter() - started
+    docs, skipped = len(meta["documents"]), len(meta["skipped"])
+    skipped_note = f" ({skipped:,} other file{'s' * (skipped != 1)} skipped)" if skipped else ""
+    size = sum((prepared.folder / f"{split}.bin").stat().st_size for split in ("train", "val"))
+    status = (f"prepared in {seconds:.1f}s ({meta['bytes'] / 1e6 / max(seconds, 1e-9):.1f} MB/s)" if prepared.fresh
+              else "already prepared (the sources are unchanged)")
+    where = (f"in {prepared.folder} ({size / 1e6:,.1f} MB); train on it with --set data.path={prepared.folder}"
+             if out is not None else f"cached in {prepared.folder} ({size / 1e6:,.1f} MB); training on "
+             "these sources with these settings reuses it")
+    console.print(
+        f"{describe(spec)}: {status}\n"
+        f"  {meta['characters']:,} characters in {docs:,} document{'s' * (docs != 1)}"
+        f"{skipped_note}; vocabulary of {len(meta['vocab']):,} "
+        f"({meta['dtype']})\n"
+        f"  {meta['train']:,} train / {meta['val']:,} val characters (the last {meta['val_fraction'] * 100:g}% of "
+        f"each document)\n  {where}", highlight=False)
 
 
 def runs(*, root: Path, console: Console) -> None:

@@ -24,8 +24,14 @@ def _f(default: Any, doc: str) -> Any:
 
 @dataclass
 class DataConfig:
-    path: str = _f("data/shakespeare.txt", "UTF-8 text file to train on (relative to the working dir)")
-    val_fraction: float = _f(0.1, "fraction of the text, taken from its end, held out for validation")
+    path: str | list[str] = _f("data/shakespeare.txt", "text to train on (relative to the working dir): a UTF-8 "
+                                                       "file, a folder (its files, recursively), a glob "
+                                                       "(`poems/**/*.txt`), a folder made by `attnlm data "
+                                                       "prepare`, or a list of these")
+    val_fraction: float = _f(0.1, "fraction of each document (file), taken from its end, held out for validation")
+    separator: str = _f("\n\n", "text put between documents where they are joined")
+    cache_dir: str | None = _f(None, "folder for prepared (memory-mapped) corpora (default: "
+                                     "$XDG_CACHE_HOME/attnlm/data, i.e. ~/.cache/attnlm/data)")
 
 
 @dataclass
@@ -72,7 +78,9 @@ class TrainConfig:
     device: str = _f("auto", "auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
     precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it")
     compile: bool = _f(False, "torch.compile the blocks (costs compile time up front)")
-    eval_batch_size: int = _f(64, "windows per batch in the full validation pass")
+    eval_batch_size: int = _f(64, "windows per batch in the validation pass")
+    eval_chars: int | None = _f(1_000_000, "validation predictions per epoch: a longer split is evaluated on a "
+                                           "fixed, evenly spaced subset of windows this long (null: all of it)")
     checkpoint_every: int | None = _f(None, "also write last.pt every this many steps mid-epoch")
     init_from: str | None = _f(None, "fine-tune: start from the weights of this run folder (its best.pt) or "
                                      "checkpoint file, with a fresh optimizer and schedule; the model section and "
@@ -125,6 +133,10 @@ def _suggest(name: str, options: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _allows_list(cls: type, name: str) -> bool:
+    return list[str] in typing.get_args(typing.get_type_hints(cls)[name])
+
+
 def _field_type(cls: type, name: str) -> tuple[type, bool]:
     """The base type of a field and whether it may be None."""
     hint = typing.get_type_hints(cls)[name]
@@ -136,6 +148,12 @@ def _field_type(cls: type, name: str) -> tuple[type, bool]:
 
 
 def _coerce(key: str, value: Any, cls: type, name: str) -> Any:
+    if isinstance(value, list) and _allows_list(cls, name):
+        if not value:
+            raise UserError(f"config key '{key}' is an empty list; give at least one entry")
+        if any(isinstance(item, (list, dict)) for item in value):
+            raise UserError(f"config key '{key}' must be a string or a list of strings, got {value!r}")
+        return [_coerce(key, item, cls, name) for item in value]
     base, optional = _field_type(cls, name)
     if value is None:
         if optional:
@@ -210,7 +228,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = yaml.safe_load(rhs) if rhs.strip() else None
     except yaml.YAMLError:
         value = rhs
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict):
         value = rhs
     return section, key, value
 
@@ -276,7 +294,7 @@ def validate(cfg: Config) -> None:
     optional_positive = {
         "train.steps_per_epoch": t.steps_per_epoch, "train.max_steps": t.max_steps,
         "train.global_batch_size": t.global_batch_size,
-        "train.max_time": t.max_time, "train.checkpoint_every": t.checkpoint_every,
+        "train.max_time": t.max_time, "train.checkpoint_every": t.checkpoint_every, "train.eval_chars": t.eval_chars,
     }
     for key, value in positive.items():
         need(value > 0 and math.isfinite(value), f"config key '{key}' must be positive, got {value}")

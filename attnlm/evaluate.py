@@ -28,10 +28,12 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(model: AttnLM, data: torch.Tensor, batch_size: int, device: torch.device,
              autocast: contextlib.AbstractContextManager | None = None,
-             shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             shard: tuple[int, int] = (0, 1),
+             max_chars: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss, correct predictions and count over `data`, as device tensors (no host sync).
 
-    `shard` = (rank, world) evaluates every world-th batch so processes can split the pass.
+    `shard` = (rank, world) evaluates every world-th batch so processes can split the pass. A split of
+    more than `max_chars` predictions is evaluated on a fixed, evenly spaced subset of windows (EvalPlan).
     """
     was_training = model.training
     model.eval()
@@ -39,10 +41,10 @@ def evaluate(model: AttnLM, data: torch.Tensor, batch_size: int, device: torch.d
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = torch.zeros((), device=device, dtype=torch.long)
     rank, world = shard
-    for i, (x, y) in enumerate(eval_windows(data, model.cfg.block_size, batch_size)):
+    for i, (x, y) in enumerate(eval_windows(data, model.cfg.block_size, batch_size, max_chars)):
         if i % world != rank:
             continue
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, torch.long), y.to(device, torch.long)  # ids are stored as narrow unsigned ints
         with autocast or contextlib.nullcontext(), eager():
             logits, _ = model(x)  # (B, T, V)
         logits = logits.float().flatten(0, 1)

@@ -8,6 +8,7 @@ JSON line (prefixed `BENCH `) so results can be compared across commits:
     python scripts/bench.py speedrun   ... --compile-cache DIR   # reuse torch.compile's kernels in DIR
     python scripts/bench.py sample     --run runs/speedrun-cpu --chars 2000
     python scripts/bench.py all        --data data/tinyshakespeare.txt     # the README table
+    python scripts/bench.py data       --size 1G     # preparation and training on a synthetic 1 GB corpus
 
 Timings on a shared machine are noisy: look at the load average printed with every result.
 """
@@ -222,6 +223,194 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+# ----- (4) data at scale -------------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B")
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+
+
+def synthetic_corpus(base: Path, size: int, path: Path, seed: int = 0) -> None:
+    """`size` bytes of the base corpus's lines, shuffled and repeated: a text with the base's vocabulary and
+    line statistics but no long repeats at a fixed period. A few shuffles are made and written in a random
+    order (shuffling per block would make generating 10 GB take longer than preparing it)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = base.read_text(encoding="utf-8").splitlines(keepends=True)
+    blocks = []
+    for _ in range(8):
+        rng.shuffle(lines)
+        blocks.append("".join(lines).encode("utf-8"))
+    written = 0
+    with open(path, "wb") as f:
+        while written < size:
+            block = blocks[rng.randrange(len(blocks))][: size - written]
+            f.write(block)
+            written += len(block)
+
+
+def memory_of(pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile) of a process in kB: its own memory, and the file pages it has mapped (for attnlm,
+    the memory-mapped corpus: shared page cache, dropped first when memory runs short)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        return int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def run_measured(cmd: list[str], env: dict[str, str], first_step_in: Path | None = None,
+                 stop_at_first_step: bool = False, timeout: float = 7200) -> dict[str, Any]:
+    """Run `cmd`: its wall time, CPU time and peak resident memory (ru_maxrss of that process alone), its
+    peak own (anonymous) memory and mapped file pages sampled every 10 ms, and, when `first_step_in` is a
+    run folder, the seconds from launch until its metrics.jsonl holds a step (then, with
+    `stop_at_first_step`, the process is killed: the rest of its run is not measured)."""
+    import threading
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_step = None
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)  # never block on a full pipe
+    reader.start()
+    anon = file = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        a, f = memory_of(proc.pid)
+        anon, file = max(anon, a), max(file, f)
+        if first_step is None and first_step_in is not None:
+            metrics = first_step_in / "metrics.jsonl"
+            if metrics.is_file() and '"kind": "step"' in metrics.read_text():
+                first_step = time.perf_counter() - t0
+                if stop_at_first_step:
+                    proc.kill()
+        if time.perf_counter() - t0 > timeout:
+            proc.kill()
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    text = "".join(output)
+    if proc.returncode != 0 and not (stop_at_first_step and first_step is not None):
+        sys.stderr.write(text[-4000:])
+        raise SystemExit(f"{' '.join(cmd[2:5])} exited {proc.returncode}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_anon_mb": anon / 1024, "peak_file_mb": file / 1024, "first_step": first_step, "output": text}
+
+
+def data(args: argparse.Namespace) -> dict[str, Any]:
+    """Preparation MB/s and memory, then a short training run (tiny model) on a synthetic corpus of
+    --size bytes: peak memory, seconds to the first optimizer step with the prepared cache and without it,
+    and the time of an epoch's evaluation (the fixed subset, and optionally the full pass)."""
+    import shutil
+
+    from attnlm.data import load_corpus
+    from attnlm.evaluate import evaluate
+    from attnlm.model import AttnLM
+
+    size = parse_size(args.size)
+    tmp_root = Path(args.tmp)
+    free = shutil.disk_usage(tmp_root).free
+    if free < 2.2 * size:
+        raise SystemExit(f"{tmp_root} has {free / 1e9:.1f} GB free; --size {args.size} needs about {2.2 * size / 1e9:.1f} GB "
+                         "(the corpus and its prepared copy)")
+    load_start = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="attnlm-bench-data-", dir=tmp_root))
+    # One thread by default: on a shared 2-core machine two OpenMP threads spin against other jobs' processes
+    # (evaluation measured 5x slower with 2 threads than with 1 under a load of 9).
+    env = {**os.environ, "COLUMNS": "110", "OMP_NUM_THREADS": str(args.threads)}
+    torch.set_num_threads(args.threads)
+    try:
+        corpus, cache = work / "corpus.txt", work / "cache"
+        t0 = time.perf_counter()
+        synthetic_corpus(Path(args.base), size, corpus)
+        gen_s = time.perf_counter() - t0
+        data_set = ["--set", f"data.cache_dir={cache}"]
+        prep = run_measured([sys.executable, "-m", "attnlm", "data", "prepare", str(corpus), *data_set], env)
+        train_cmd = [sys.executable, "-m", "attnlm", "train", "--config", args.config, "--set", f"data.path={corpus}",
+                     *data_set, "--set", f"log.dir={work / 'runs'}", "--set", "log.timestamp=false",
+                     "--set", f"train.max_steps={args.steps}", "--set", "log.print_every=1",
+                     "--set", "log.sample_chars=0", "--set", "log.tensorboard=false", *sum((["--set", s] for s in args.set), [])]
+        # The reference: the same command on a 1 MB corpus (prepared beforehand), for the start-up that does not
+        # depend on the corpus (Python, torch, the model) on this machine at this moment. Alternated, medians.
+        small = work / "small.txt"
+        small.write_bytes(corpus.open("rb").read(1 << 20).rsplit(b"\n", 1)[0] + b"\n")
+        small_cmd = [a if a != f"data.path={corpus}" else f"data.path={small}" for a in train_cmd]
+        run_measured([sys.executable, "-m", "attnlm", "data", "prepare", str(small), *data_set], env)
+        starts: dict[str, list[float]] = {"big": [], "small": []}
+        for i in range(args.repeats):
+            for kind, cmd in (("big", train_cmd), ("small", small_cmd)):
+                name = f"start-{kind}-{i}"
+                run = run_measured([*cmd, "--name", name], env, first_step_in=work / "runs" / name, stop_at_first_step=True)
+                starts[kind].append(run["first_step"])
+        warm = run_measured([*train_cmd, "--name", "warm"], env)
+        ref = run_measured([*small_cmd, "--name", "small"], env)
+        epoch = [json.loads(line) for line in (work / "runs" / "warm" / "metrics.jsonl").read_text().splitlines()
+                 if '"kind": "epoch"' in line][-1]
+        cold = None
+        if not args.skip_cold:
+            shutil.rmtree(cache)
+            cold = run_measured([*train_cmd, "--name", "cold"], env, first_step_in=work / "runs" / "cold",
+                                stop_at_first_step=True)
+        # The evaluation alone, as the trainer runs it at each epoch's end (same code, in this process).
+        cfg = load_config(args.config, [f"data.path={corpus}", f"data.cache_dir={cache}", *args.set])
+        mapped = load_corpus(corpus, cfg.data.val_fraction, cfg.model.block_size, separator=cfg.data.separator,
+                             cache_dir=cache)
+        model = AttnLM(cfg.model, mapped.vocab.size)
+        evals = {}
+        for name, max_chars in [("subset", cfg.train.eval_chars)] + ([("full", None)] if args.full_eval else []):
+            t0 = time.perf_counter()
+            _, _, count = evaluate(model, mapped.val, cfg.train.eval_batch_size, torch.device("cpu"), max_chars=max_chars)
+            evals[name] = (time.perf_counter() - t0, int(count))
+        prepared_mb = sum(f.stat().st_size for f in cache.rglob("*.bin")) / 1e6
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    import re
+
+    prep_s = float(re.search(r"prepared in ([\d.]+)s", prep["output"]).group(1))
+    for line in warm["output"].splitlines():  # what the trainer itself says about the data and its evaluation
+        if line.startswith(("attnlm training", "val loss measured on", "prepared ")):
+            console.print(line, highlight=False, soft_wrap=True)
+    mb = size / 1e6
+    rows = [("corpus", f"{size / 1e9:.2f} GB synthetic ({args.base}'s lines shuffled, repeated), made in {gen_s:.0f}s"),
+            ("prepare: the preparation", f"{prep_s:.1f}s: {mb / prep_s:.0f} MB/s (as attnlm data prepare reports it)"),
+            ("prepare: the whole command", f"{prep['wall']:.1f}s wall with Python and torch start-up: "
+             f"{mb / prep['wall']:.0f} MB/s ({mb / prep['cpu']:.0f} MB per CPU-second)"),
+            ("prepare peak memory (RSS)", f"{prep['peak_rss_mb']:,.0f} MB"),
+            ("prepared size (train.bin + val.bin)", f"{prepared_mb:,.0f} MB"),
+            ("train: first step, prepared cache", f"{statistics.median(starts['big']):.1f}s after launch "
+             f"(median of {' '.join(f'{x:.1f}' for x in starts['big'])})"),
+            ("train: first step, 1 MB corpus (reference)", f"{statistics.median(starts['small']):.1f}s after launch "
+             f"(median of {' '.join(f'{x:.1f}' for x in starts['small'])})"),
+            ("train: peak memory (RSS)", f"{warm['peak_rss_mb']:,.0f} MB ({args.steps} steps + final evaluation)"),
+            ("  of which own (anonymous) memory", f"{warm['peak_anon_mb']:,.0f} MB (1 MB corpus: "
+             f"{ref['peak_anon_mb']:,.0f} MB)"),
+            ("  of which mapped file pages", f"{warm['peak_file_mb']:,.0f} MB (corpus pages, shared page cache)")]
+    if cold is not None:
+        rows += [("train: first step, no cache (prepares)", f"{cold['first_step']:.1f}s after launch"),
+                 ("  peak memory (RSS) until then", f"{cold['peak_rss_mb']:,.0f} MB")]
+    rows += [(f"epoch evaluation ({name}, {count:,} predictions)", f"{secs:.1f}s ({count / secs:,.0f}/s)")
+             for name, (secs, count) in evals.items()]
+    rows += [("train epoch row (steps + evaluation)", f"{epoch['seconds']:.1f}s"),
+             ("torch threads per process", str(args.threads)),
+             ("load avg (1 min), start / end", f"{load_start:.2f} / {os.getloadavg()[0]:.2f}")]
+    return emit("data", rows, {
+        "size_bytes": size, "generate_s": round(gen_s, 1), "prepare_s": prep_s, "prepare_command_s": round(prep["wall"], 2),
+        "prepare_mb_s": round(mb / prep_s, 1), "prepare_mb_per_cpu_s": round(mb / prep["cpu"], 1),
+        "prepare_peak_rss_mb": round(prep["peak_rss_mb"]),
+        "train_first_step_s": [round(x, 2) for x in starts["big"]],
+        "reference_first_step_s": [round(x, 2) for x in starts["small"]],
+        "train_peak_rss_mb": round(warm["peak_rss_mb"]), "train_peak_anon_mb": round(warm["peak_anon_mb"]),
+        "train_peak_file_mb": round(warm["peak_file_mb"]), "reference_peak_anon_mb": round(ref["peak_anon_mb"]),
+        "cold_first_step_s": round(cold["first_step"], 2) if cold else None,
+        "cold_peak_rss_mb": round(cold["peak_rss_mb"]) if cold else None,
+        "eval_s": {k: round(v[0], 2) for k, v in evals.items()}, "steps": args.steps, "config": args.config,
+        "threads": args.threads})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -255,6 +444,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each path, alternated; medians reported")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=sample)
+
+    p = sub.add_parser("data", help="preparation speed and memory, training memory and start-up on a big corpus")
+    p.add_argument("--size", default="1G", help="synthetic corpus size, e.g. 200M, 1G, 10G (default: %(default)s)")
+    p.add_argument("--base", default="data/shakespeare.txt", help="corpus whose lines are repeated (default: %(default)s)")
+    p.add_argument("--config", default="configs/tiny.yaml", help="model and training settings (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], help="section.key=value override (repeatable)")
+    p.add_argument("--steps", type=int, default=50, help="optimizer steps of the training runs")
+    p.add_argument("--tmp", default=tempfile.gettempdir(), help="where the corpus and its cache go (removed after)")
+    p.add_argument("--skip-cold", action="store_true", help="skip the training run that prepares the corpus itself")
+    p.add_argument("--full-eval", action="store_true", help="also time a full validation pass")
+    p.add_argument("--repeats", type=int, default=3, help="start-up timings of each corpus, alternated")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of every process (default: %(default)s)")
+    p.set_defaults(func=data)
 
     p = sub.add_parser("all", help="reference throughput, speedrun, then sampling from the speedrun's model")
     p.add_argument("--data", default="data/tinyshakespeare.txt", help="benchmark corpus (default: %(default)s)")

@@ -3,6 +3,7 @@ use live in run_helpers.py, which tests import directly)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import CORPUS, SMALL_CHARS, TINY, reference_run, run_cli
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Prepared corpora go to a folder of this test session (the default is the user's ~/.cache/attnlm), for
+    this process and every CLI process it starts."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder / "attnlm" / "data"
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,14 @@ def test_set_values_are_yaml_scalars(tmp_path: Path) -> None:
     assert cfg.train.max_time == 60.0 and cfg.log.sample_prompt == "ROMEO:"
 
 
+def test_data_path_takes_a_list(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "data:\n  path: [a.txt, poems/]\n")).data.path == ["a.txt", "poems/"]
+    assert load_config(None, ["data.path=[a.txt, 'b c.txt']"]).data.path == ["a.txt", "b c.txt"]
+    assert load_config(None, ["data.path=**/*.txt"]).data.path == "**/*.txt"  # not YAML: kept as written
+    with pytest.raises(UserError, match="'data.path' must be a string or a list of strings"):
+        load_config(None, ["data.path=[a.txt, [b.txt]]"])
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [

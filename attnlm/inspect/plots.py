@@ -102,7 +102,7 @@ def probe_images(model: AttnLM, ids: torch.Tensor, chars: str | None = None) -> 
 def probe_ids(probe_text: str | None, vocab: Vocab, val: torch.Tensor, block_size: int) -> torch.Tensor:
     """The probe text as ids (T,): log.probe_text, or else the first block_size characters of validation."""
     if probe_text is None:
-        return val[:block_size].clone()
+        return val[:block_size].to(torch.long, copy=True)  # not a view into the memory-mapped corpus
     return encode_checked(
         probe_text, vocab, "log.probe_text", block_size, empty_hint="set it to some text, or to null to probe with "
         "validation text", never_saw="the corpus does not", fix="change the text or set it to null",

@@ -243,7 +243,8 @@ class Trainer:
         st, t = self.state, self.cfg.train
         eval_start = time.perf_counter()
         totals = evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
-                          autocast(self.device, self.bf16), shard=(self.dist.rank, self.dist.world))
+                          autocast(self.device, self.bf16), shard=(self.dist.rank, self.dist.world),
+                          max_chars=t.eval_chars)
         distributed.all_reduce_sum(self.dist, *totals)
         val = summarise(*totals)
         self.clock.last_eval_seconds = time.perf_counter() - eval_start

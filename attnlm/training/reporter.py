@@ -17,7 +17,7 @@ from tqdm import tqdm as std_tqdm
 
 from attnlm import checkpoint as ckpt
 from attnlm.config import Config
-from attnlm.data import Corpus
+from attnlm.data import Corpus, EvalPlan
 from attnlm.generation import SamplingOptions, generate
 from attnlm.inspect.plots import probe_images
 from attnlm.model import AttnLM
@@ -42,6 +42,7 @@ class Reporter:
         self.model = model
         self.vocab = corpus.vocab
         self.corpus = corpus
+        self.eval_plan = EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
         self.probe = probe  # (T,) ids of the text whose attention is pictured every epoch
         self.is_main = is_main
         self.table = EpochTable(console)
@@ -85,7 +86,8 @@ class Reporter:
             f"({m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size}, "
             f"{m.pos} positions{', MLP' if m.mlp else ', attention only'}) on {device}"
             f"{' bf16' if bf16 else ''}; vocab {self.vocab.size}, "
-            f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars; "
+            f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars"
+            f"{'' if self.eval_plan.full else f' (each epoch evaluates {self.eval_plan.evaluated:,})'}; "
             f"{steps_per_epoch} steps per epoch" + (f", from step {step}" if step else ""),
             highlight=False,
         )
@@ -147,6 +149,9 @@ class Reporter:
                 f"\nbest epoch {st.best_epoch}: val loss {best['val_loss']:.4f}, accuracy "
                 f"{best['val_accuracy']:.3f} (perplexity {math.exp(best['val_loss']):.2f}); "
                 f"{st.step} steps in {st.elapsed:.1f}s", highlight=False)
+            if not self.eval_plan.full:
+                self.console.print(f"val loss measured on {self.eval_plan.describe()}; `attnlm eval --full` "
+                                   "evaluates all of them", highlight=False)
             last = st.history[-1]
             self.tb.hparams({**{f"model.{k}": v for k, v in asdict(self.cfg.model).items()},
                              **{f"train.{k}": v for k, v in asdict(self.cfg.train).items()}},
