@@ -29,7 +29,16 @@ from attnlm.errors import UserError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.generation import SamplingOptions, generate
 from attnlm.model import AttnLM
-from attnlm.runs import SUMMARY_FILE, lock_run, new_run_dir, read_metrics, resolve_checkpoint, unlock_run, write_run_info
+from attnlm.runs import (
+    SUMMARY_FILE,
+    folder_bytes,
+    lock_run,
+    new_run_dir,
+    read_metrics,
+    resolve_checkpoint,
+    unlock_run,
+    write_run_info,
+)
 from attnlm.text import check_known
 
 ConfigSource = str | Path | Mapping[str, Any] | Config
@@ -85,6 +94,9 @@ def train(config: ConfigSource, overrides: Sequence[str] = (), *, name: str | No
         trainer = Trainer(cfg, console)  # loads and checks the data before any folder is made
         if not is_main:
             return trainer, None, None
+        # Before the folder is made: a run that cannot save its checkpoints should not start at all.
+        replaced = Path(cfg.log.dir) / cfg.log.name  # what --overwrite deletes first
+        trainer.check_room(Path(cfg.log.dir), freed=folder_bytes(replaced) if overwrite and not cfg.log.timestamp else 0)
         run_dir = new_run_dir(cfg.log.dir, cfg.log.name, cfg.log.timestamp, overwrite)
         lock = lock_run(run_dir)
         write_run_info(trainer.cfg, run_dir)
@@ -117,7 +129,10 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, config: str | 
             if diff:
                 raise UserError(f"{last} was trained with a different model shape ({', '.join(diff)} "
                                 "differ); resume with the run's own config or start a new run")
-            return Trainer(cfg, console, resume=payload), run_dir, lock
+            trainer = Trainer(cfg, console, resume=payload)
+            if is_main:
+                trainer.check_room(run_dir)
+            return trainer, run_dir, lock
         except BaseException:
             if lock is not None:
                 unlock_run(lock)

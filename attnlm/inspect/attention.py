@@ -16,6 +16,8 @@ import torch
 from rich.table import Table
 from rich.text import Text
 
+from attnlm import disk
+from attnlm.checkpoint import atomic_write
 from attnlm.errors import UserError
 from attnlm.model import AttnLM
 from attnlm.text import show_char
@@ -143,10 +145,11 @@ def write_graph(dot: str, path: Path) -> tuple[Path, Path | None, str | None]:
     Returns (dot file, rendered file or None, a note for the user or None).
     """
     check_graph_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    disk.make_folder(path)
     fmt = path.suffix.lower().lstrip(".")
     dot_path = path if fmt in ("dot", "gv") else path.with_suffix(".dot")
-    dot_path.write_text(dot, encoding="utf-8")
+    source = dot.encode("utf-8")
+    atomic_write(dot_path, lambda f: f.write(source), len(source))
     if fmt in ("dot", "gv"):
         return dot_path, None, None
     exe = shutil.which("dot")
@@ -154,7 +157,10 @@ def write_graph(dot: str, path: Path) -> tuple[Path, Path | None, str | None]:
         return dot_path, None, (f"Graphviz is not installed, so {path} was not drawn; install it (Debian/Ubuntu: "
                                 f"sudo apt-get install graphviz, macOS: brew install graphviz, conda: conda install "
                                 f"graphviz) and run: dot -T{fmt} {dot_path} -o {path}")
-    done = subprocess.run([exe, f"-T{fmt}", str(dot_path), "-o", str(path)], capture_output=True, text=True)
+    # Drawn into memory and written by us: a full disk then reads as one, and never leaves half a picture.
+    done = subprocess.run([exe, f"-T{fmt}", str(dot_path)], capture_output=True)
     if done.returncode != 0:
-        raise UserError(f"Graphviz could not draw {path}: {done.stderr.strip()[:200]}; the DOT source is in {dot_path}")
+        why = done.stderr.decode(errors="replace").strip()[:200]
+        raise UserError(f"Graphviz could not draw {path}: {why}; the DOT source is in {dot_path}")
+    atomic_write(path, lambda f: f.write(done.stdout), len(done.stdout))
     return dot_path, path, None

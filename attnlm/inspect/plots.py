@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from attnlm import disk
+from attnlm.checkpoint import atomic_write
 from attnlm.data import Vocab
 from attnlm.inspect.attention import attention_weights
 from attnlm.model import AttnLM
@@ -71,10 +73,10 @@ def _figure(weights: list[torch.Tensor], chars: str | None, title: str) -> Any:
 def write_heatmaps(weights: list[torch.Tensor], chars: str, path: Path) -> Path:
     """Every layer's and head's (T, T) weights as one PNG grid, characters on both axes."""
     check_png("--heatmap", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    disk.make_folder(path)
     fig = _figure(weights, chars, "")
     fig.suptitle(f"attention on {chars!r}", fontsize=10)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))  # a full disk leaves no half PNG
     return path
 
 

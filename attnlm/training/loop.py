@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from attnlm import checkpoint as ckpt
-from attnlm import distributed
+from attnlm import disk, distributed
 from attnlm.build import build, init_source
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Vocab, steps_per_epoch
 from attnlm.device import autocast, trust_cpu_isa_flags
-from attnlm.errors import NumericalError
+from attnlm.errors import MachineError, NumericalError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.inspect.plots import probe_ids
 from attnlm.interrupts import EXIT_SIGNAL, stop_requests
@@ -45,6 +45,7 @@ class Trainer:
         else:
             built = build(cfg)
         self.corpus, self.model, self.device, self.bf16 = built.corpus, built.model, built.device, built.bf16
+        self.checkpoint_size = ckpt.estimate_size(self.model)  # named when a disk refuses it
         # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
         probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
@@ -63,6 +64,7 @@ class Trainer:
             torch.manual_seed(distributed.rank_seed(t.seed, self.dist.rank))  # its own dropout masks
         if resume:
             self._restore(resume)
+        self._saved_step = self.state.step if resume else None  # of last.pt, the checkpoint a resume starts from
         self.clock = Clock(t.max_time, self.state, self.dist.active)
         if t.compile:
             if self.device.type == "cpu":
@@ -95,8 +97,25 @@ class Trainer:
         # resumed run redoes that end and writes best.pt again. In the other order the resumed run would
         # believe best.pt holds this epoch while it holds an older one.
         if best:
-            ckpt.save_checkpoint(payload, folder / "best.pt")
-        ckpt.save_checkpoint(payload, folder / "last.pt")
+            ckpt.save_checkpoint(payload, folder / "best.pt", self.checkpoint_size)
+        ckpt.save_checkpoint(payload, folder / "last.pt", self.checkpoint_size)
+        self._saved_step = self.state.step
+
+    def check_room(self, folder: Path, freed: int = 0) -> None:
+        """Refuse to start a run whose disk cannot hold the checkpoints it adds: best.pt, last.pt and the
+        temporary copy that replaces one of them whole (fewer for a resumed run that has them already).
+        `freed`: bytes that --overwrite deletes before the run starts."""
+        if self.resumed and self._finished():
+            return  # nothing will be written
+        names = [n for n in ("best.pt", "last.pt") if not (self.resumed and (folder / "checkpoints" / n).is_file())]
+        names.append(f"the temporary copy that replaces {'one of them' if names else 'best.pt or last.pt'} whole")
+        what = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        count = len(names)
+        fix = (f"free some space, then resume with: {distributed.resume_command(self.dist, folder)}" if self.resumed
+               else "free some space or set log.dir to a folder on a larger disk")
+        each = disk.size_text(self.checkpoint_size)
+        disk.check_room(folder, count * self.checkpoint_size - freed,
+                        f"this run ({count} checkpoint{'s' if count > 1 else ''} of {each}: {what})", fix)
 
     # ----- one step ----------------------------------------------------------------------------
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,17 +185,33 @@ class Trainer:
             # Nothing to redo; running the end of training again would only rewrite its summary and logs.
             self.reporter.already_finished(self.state.step)
             return 0
-        if self.dist.is_main:
-            ckpt.remove_leftovers(run_dir / "checkpoints")
-            if self.resumed:
-                rewind_metrics(run_dir, self.state.step)
-        self.reporter.open(run_dir, self.state.step if self.resumed else None)
         try:
+            if self.dist.is_main:
+                ckpt.remove_leftovers(run_dir / "checkpoints")
+                if self.resumed:
+                    rewind_metrics(run_dir, self.state.step)
+            self.reporter.open(run_dir, self.state.step if self.resumed else None)
             with stop_requests(self._record_signal, lambda: self._received_stop,
                                lambda: distributed.resume_command(self.dist, self.run_dir), exit_process):
                 return self._fit()
+        except MachineError as e:
+            self.reporter.close(quiet=True)
+            raise self._machine_fault(e) from None
         finally:
             self.reporter.close()
+
+    def _machine_fault(self, e: MachineError) -> MachineError:
+        """The refused write, and what the user still has: the last good checkpoint and how to go on from it."""
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if not last.parent.is_dir():
+            return MachineError(f"{e.problem}; nothing could be saved and nothing was recreated in its place: "
+                                "train the run again from the start")
+        fix = e.fix or "check the disk"
+        if self._saved_step is None or not last.is_file():
+            return MachineError(f"{e.problem}; no checkpoint was saved yet: {fix}, then run the same command "
+                                "again with --overwrite")
+        return MachineError(f"{e.problem}; the last good checkpoint {last} (step {self._saved_step}) is intact: "
+                            f"{fix}, then resume with: {distributed.resume_command(self.dist, self.run_dir)}")
 
     def _finished(self) -> bool:
         st, t = self.state, self.cfg.train

@@ -16,6 +16,7 @@ from rich.console import Console
 from tqdm import tqdm as std_tqdm
 
 from attnlm import checkpoint as ckpt
+from attnlm import disk
 from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
 from attnlm.generation import SamplingOptions, generate
@@ -57,8 +58,9 @@ class Reporter:
         self.tb = TBLogger(run_dir, self.cfg.log.tensorboard and self.is_main,
                            purge_step=resumed_at + 1 if resumed_at is not None else None)
 
-    def close(self) -> None:
-        self.tb.close()
+    def close(self, quiet: bool = False) -> None:
+        """`quiet`: training stopped for a fault of the machine; its message says all, TensorBoard adds nothing."""
+        self.tb.close(quiet)
 
     def flush(self) -> None:
         self.tb.flush()
@@ -118,8 +120,14 @@ class Reporter:
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         # json writes floats with repr, so a logged loss is the exact float value, fit for bit-for-bit checks.
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        line = json.dumps(row) + "\n"
+        path = self.run_dir / METRICS_FILE
+        try:
+            # Appended, not replaced: a line cut short by a full disk is dropped by rewind_metrics on resume.
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError as e:
+            raise disk.write_error(path, e, len(line.encode())) from None
 
     def sample(self, n: int, stream: bool = False) -> str:
         """`n` characters from the model at temperature 0.8, seeded by train.seed; with `stream` printed as
@@ -160,7 +168,8 @@ class Reporter:
         summary = {"best_val_loss": st.best_val, "best_epoch": st.best_epoch, "steps": st.step,
                    "epochs": len(st.history), "seconds": st.elapsed}
         # Atomic like the checkpoints: `attnlm runs` reads a run as finished when this file exists.
-        ckpt.atomic_write(self.run_dir / SUMMARY_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
+        data = (json.dumps(summary, indent=2) + "\n").encode()
+        ckpt.atomic_write(self.run_dir / SUMMARY_FILE, lambda f: f.write(data), len(data))
         self.console.print(f"run saved in {self.run_dir}/ (checkpoints/best.pt, checkpoints/last.pt, "
                            f"TensorBoard: tensorboard --logdir {self.run_dir.parent})", highlight=False)
         if self.cfg.log.sample_chars:

@@ -1,0 +1,108 @@
+"""What the disk can refuse: the free space a run needs, and one line for every write the machine refused.
+
+Light on purpose (no torch): the CLI uses it to word a failed write to standard output.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from attnlm.errors import MachineError, UserError
+
+_FREE = "free some space"
+_WRITABLE = "make it writable again"
+# errno -> (what happened, what the user does about it). EDQUOT is missing from some platforms' errno.
+FAULTS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("the disk is full", _FREE),
+    getattr(errno, "EDQUOT", -1): ("the disk quota is exceeded", "free some space within your quota"),
+    errno.EFBIG: ("the file is larger than the file system allows", "use a larger disk"),
+    errno.EROFS: ("the file system is read-only", _WRITABLE),
+    errno.EACCES: ("permission denied", _WRITABLE),
+    errno.EPERM: ("the operation is not permitted", _WRITABLE),
+    errno.EIO: ("the disk reported an input/output error", "check the disk"),
+}
+# A bad path the user typed, rather than a fault of the machine.
+USER_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EINVAL}
+
+
+def size_text(n: int) -> str:
+    """Bytes the way `df -h` users read them: 405 KB, 9.9 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
+    return f"{n} bytes"
+
+
+def is_fault(e: OSError) -> bool:
+    """Whether a failed write is the machine's doing (full, read-only, broken), not a bad path."""
+    return e.errno in FAULTS
+
+
+def missing_folder(path: Path) -> Path | None:
+    """The outermost of `path`'s folders that no longer exists (the one that was deleted), if any."""
+    folder = path.parent
+    if folder.exists():
+        return None
+    while not folder.parent.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def write_error(path: str | Path, e: OSError, size: int | None = None) -> MachineError | UserError:
+    """One line for a write that failed: what, how much it needed, why, and what to do about it."""
+    if e.errno in USER_ERRNOS:
+        return UserError(f"could not write {path}: {e.strerror or e}; give a file in a folder you can write to")
+    if e.errno == errno.ENOENT and (gone := missing_folder(Path(path))) is not None:
+        return MachineError(f"could not write {path}: the folder {gone} no longer exists (it was deleted)")
+    needed = f" ({size_text(size)} needed)" if size else ""
+    return MachineError(f"could not write {path}{needed}: {reason(e)}", fix=fix_for(e))
+
+
+def reason(e: OSError) -> str:
+    """What the machine said, in words and by name: `the disk is full (ENOSPC)`."""
+    code = errno.errorcode.get(e.errno or 0)
+    what = FAULTS[e.errno][0] if e.errno in FAULTS else e.strerror or str(e)
+    return what + (f" ({code})" if code else "")
+
+
+def fix_for(e: OSError) -> str:
+    return FAULTS[e.errno][1] if e.errno in FAULTS else "check the disk"
+
+
+def make_folder(path: Path) -> None:
+    """Make the folder of an output file the user named; a refusal is worded like any refused write."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes this user may still write on the file system that holds `folder` (or would hold it, once made)."""
+    folder = folder.absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_room(folder: Path, needed: int, what: str, fix: str) -> None:
+    """Refuse before starting work that would need `needed` bytes under `folder` and could not get them."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise MachineError(f"not enough disk space for {folder}: its disk has {size_text(free)} free and {what} "
+                           f"needs about {size_text(needed)}", fix)
+
+
+def silence_stdout() -> None:
+    """After standard output refused a write: point it at the null device, so Python's own flush at exit
+    does not fail again and print a traceback of its own below our one line."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # stdout has no file descriptor (replaced by a test harness): nothing to flush
+        pass
