@@ -248,7 +248,7 @@ def default_prompt(chars: str) -> str:
     return "\n" if "\n" in chars else chars[0]
 
 
-def load(path: str | Path | None = None, device: str = "cpu") -> Model:
+def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> Model:
     """A trained model from a run folder (its best.pt), a checkpoint file, or the newest run under runs/ when
     `path` is None."""
     path = Path(path) if path is not None else None
@@ -259,5 +259,6 @@ def load(path: str | Path | None = None, device: str = "cpu") -> Model:
         checkpoint = resolve_checkpoint(str(path) if path is not None else None, None)
     else:
         checkpoint = path
-    module, vocab, cfg, _ = load_model(checkpoint, resolve_device(device))
+    device = resolve_device(device, "device") if isinstance(device, str) else device
+    module, vocab, cfg, _ = load_model(checkpoint, device)
     return Model(module, vocab, cfg, str(checkpoint))

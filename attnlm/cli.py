@@ -22,7 +22,7 @@ console = Console(highlight=False, soft_wrap=True)
 
 RunOpt = typer.Option(None, "--run", help="run folder (default: the newest under runs/)")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="checkpoint file (instead of --run)")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto (CUDA, else MPS, else CPU)")
 
 
 @app.command()

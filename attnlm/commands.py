@@ -11,6 +11,7 @@ from rich.table import Table
 
 from attnlm import api
 from attnlm.data import read_text
+from attnlm.device import resolve_device
 from attnlm.errors import UserError
 from attnlm.generation import SamplingOptions
 from attnlm.runs import list_run_dirs, resolve_checkpoint
@@ -42,7 +43,8 @@ def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_n
         raise UserError(f"--num-samples must be at least 1, got {num_samples}")
     if prompt == "":
         raise UserError("--prompt is empty; give at least one character, or leave it out to start from a newline")
-    model = api.load(resolve_checkpoint(run, checkpoint), device=device_name)
+    device = resolve_device(device_name, "--device")  # before any loading: a typo costs nothing
+    model = api.load(resolve_checkpoint(run, checkpoint), device=device)
     prompt = api.default_prompt(model.vocab.chars) if prompt is None else prompt
     model.encode(prompt, "the prompt", "remove them or train on text that has them")
     generator = torch.Generator().manual_seed(seed)  # one stream through all the samples
@@ -62,7 +64,8 @@ def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_n
 
 
 def eval_(*, run: str | None, checkpoint: str | None, data: Path | None, device_name: str, console: Console) -> None:
-    model = api.load(resolve_checkpoint(run, checkpoint), device=device_name)
+    device = resolve_device(device_name, "--device")
+    model = api.load(resolve_checkpoint(run, checkpoint), device=device)
     if data is not None:
         text = read_text(data)
         if len(text) < 2:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -69,9 +70,9 @@ class TrainConfig:
     global_batch_size: int | None = _f(None, "sequences per optimizer step over all processes (instead of "
                                              "grad_accum_steps, which is then derived from it)")
     seed: int = _f(1337, "seed for weights, batches and dropout")
-    device: str = _f("auto", "auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
-    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it")
-    compile: bool = _f(False, "torch.compile the blocks (costs compile time up front)")
+    device: str = _f("auto", "auto (CUDA if present, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps")
+    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it, fp32 on CPU and MPS")
+    compile: bool = _f(False, "torch.compile the blocks (costs compile time up front; not on MPS)")
     eval_batch_size: int = _f(64, "windows per batch in the full validation pass")
     checkpoint_every: int | None = _f(None, "also write last.pt every this many steps mid-epoch")
     init_from: str | None = _f(None, "fine-tune: start from the weights of this run folder (its best.pt) or "
@@ -123,6 +124,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_name(name: str, what: str) -> None:
+    """A device name is auto, cpu, cuda, cuda:N or mps (whether this machine has it is device.py's question)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name):
+        raise UserError(f"{what} must be one of {DEVICES}, got '{name}'{_suggest(name, ('auto', 'cpu', 'cuda', 'mps'))}")
 
 
 def _field_type(cls: type, name: str) -> tuple[type, bool]:
@@ -298,9 +308,8 @@ def validate(cfg: Config) -> None:
     head = m.n_embd // m.n_head
     need(m.pos != "rope" or head % 2 == 0,
          f"rotary positions need an even head size, got n_embd/n_head = {head}; change n_embd or n_head")
-    need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-         f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got '{t.device}'")
-    need(bool(cfg.log.name) and "/" not in cfg.log.name and cfg.log.name not in (".", ".."),
+    check_device_name(t.device, "config key 'train.device'")
+    need(bool(cfg.log.name) and not set("/\\") & set(cfg.log.name) and cfg.log.name not in (".", ".."),
          f"log.name must be a plain folder name, got '{cfg.log.name}'")
 
 
