@@ -78,6 +78,21 @@ def eval_(*, run: str | None, checkpoint: str | None, data: Path | None, device_
                   f"  accuracy   {result.accuracy:.4f}", highlight=False)
 
 
+def export(*, run: Path, out: Path | None, console: Console) -> None:
+    from attnlm.export import WEIGHTS, default_out
+    from attnlm.export import export as write_export
+
+    if not run.exists():
+        raise UserError(f"run folder or checkpoint not found: {run}; `attnlm runs` lists the runs")
+    checkpoint = resolve_checkpoint(str(run), None) if run.is_dir() else run
+    out = out or default_out(run)
+    meta = write_export(checkpoint, out)
+    source = meta["source"]
+    what = f"step {source['step']}" + (f", val loss {source['val_loss']:.4f}" if source["val_loss"] is not None else "")
+    console.print(f"exported {checkpoint} ({what}) to {out}: {WEIGHTS} "
+                  f"({(out / WEIGHTS).stat().st_size / 1e6:.2f} MB), config.json, vocab.json, model.py", highlight=False)
+
+
 def runs(*, root: Path, console: Console) -> None:
     folders = list_run_dirs(root)
     if not folders:
