@@ -132,7 +132,9 @@ DEVICES = "auto, cpu, cuda, cuda:N or mps"
 def check_device_name(name: str, what: str) -> None:
     """A device name is auto, cpu, cuda, cuda:N or mps (whether this machine has it is device.py's question)."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name):
-        raise UserError(f"{what} must be one of {DEVICES}, got '{name}'{_suggest(name, ('auto', 'cpu', 'cuda', 'mps'))}")
+        hint = " (a GPU is cuda on NVIDIA, mps on a Mac)" if "gpu" in name.lower() else \
+            _suggest(name, ("auto", "cpu", "cuda", "mps"))
+        raise UserError(f"{what} must be one of {DEVICES}, got '{name}'{hint}")
 
 
 def _field_type(cls: type, name: str) -> tuple[type, bool]:

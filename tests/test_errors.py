@@ -137,7 +137,8 @@ CASES = [
     Case("cuda-absent", with_set("train.device=cuda"),
          r"train\.device is 'cuda' but CUDA is not available here; use --set train\.device=cpu"),
     Case("device-typo", with_set("train.device=gpu"),
-         r"config key 'train\.device' must be one of auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+         r"config key 'train\.device' must be one of auto, cpu, cuda, cuda:N or mps, got 'gpu' \(a GPU is cuda on "
+         r"NVIDIA, mps on a Mac\)"),
     Case("device-option-typo", sampling("--device", "cdua"),
          r"--device must be one of auto, cpu, cuda, cuda:N or mps, got 'cdua' \(did you mean 'cuda'\?\)"),
     Case("mps-absent", sampling("--device", "mps"),
