@@ -10,8 +10,9 @@ CORPUS := data/shakespeare.txt
 $(BIN)/attnlm: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build first: a bare torch requirement would pull several GB of CUDA packages.
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, in the build that fits the machine: on Linux without an NVIDIA GPU the CPU build (a bare
+	# torch requirement would pull several GB of CUDA packages), else the default one (scripts/install_torch.py).
+	$(BIN)/python scripts/install_torch.py
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 

@@ -275,16 +275,19 @@ def default_prompt(chars: str) -> str:
     return "\n" if "\n" in chars else chars[0]
 
 
-def load(path: str | Path | None = None, device: str = "cpu") -> Model:
-    """A trained model from a run folder (its best.pt), a checkpoint file, or the newest run under runs/ when
-    `path` is None."""
+def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> Model:
+    """A trained model from a run folder (its best.pt), a checkpoint file, a folder `attnlm export` wrote, or
+    the newest run under runs/ when `path` is None."""
+    from attnlm.export import is_export
+
     path = Path(path) if path is not None else None
-    if path is not None and path.is_dir() and not (path / "checkpoints").is_dir():
-        raise UserError(f"{path} is neither a run folder (no checkpoints/) nor a checkpoint file; "
-                        "pass a run folder or a .pt file")
+    if path is not None and path.is_dir() and not (path / "checkpoints").is_dir() and not is_export(path):
+        raise UserError(f"{path} is neither a run folder (no checkpoints/), an export (attnlm export) nor a "
+                        "checkpoint file; pass a run folder, an export folder or a .pt file")
     if path is None or path.is_dir() or (not path.exists() and path.suffix != ".pt"):
         checkpoint = resolve_checkpoint(str(path) if path is not None else None, None)
     else:
         checkpoint = path
-    module, vocab, cfg, _ = load_model(checkpoint, resolve_device(device))
+    device = resolve_device(device, "device") if isinstance(device, str) else device
+    module, vocab, cfg, _ = load_model(checkpoint, device)
     return Model(module, vocab, cfg, str(checkpoint))

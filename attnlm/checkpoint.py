@@ -35,20 +35,22 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], size: int | None 
     try:
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+            if os.name == "posix":  # mkstemp makes 0600; give the file ordinary permissions (Windows has no modes)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fd, 0o666 & ~umask)
             file = _Recorder(f)
             write(file)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        if os.name == "posix":  # Windows cannot open a folder as a file to fsync it
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
     except OSError as e:
         raise disk.write_error(path, e, size) from None
     except Exception:
@@ -142,11 +144,19 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_model(path: str | Path, device: torch.device) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(model in eval mode, vocab, config, payload) from a checkpoint file."""
+    """(model in eval mode, vocab, config, payload) from a checkpoint file, or from a folder `attnlm export`
+    wrote (then the payload is its config.json)."""
     from attnlm.config import config_from_dict
     from attnlm.data import Vocab
     from attnlm.model import AttnLM
 
+    if Path(path).is_dir():
+        from attnlm.export import is_export, load_export
+
+        if is_export(Path(path)):
+            return load_export(path, device)
+        raise UserError(f"{path} is a folder but not an export (no config.json and model.safetensors); pass a "
+                        "checkpoint file, a run folder with --run, or a folder `attnlm export` wrote")
     payload = load_checkpoint(path)
     try:
         cfg = config_from_dict(payload["config"])

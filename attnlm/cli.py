@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from attnlm import disk
+from attnlm import __version__, disk
 from attnlm.errors import MachineError, NumericalError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,9 +21,22 @@ data_app = typer.Typer(no_args_is_help=True, help="Prepare training corpora.")
 app.add_typer(data_app, name="data")
 console = Console(highlight=False, soft_wrap=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"attnlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print attnlm's version and exit")) -> None:
+    pass
+
+
 RunOpt = typer.Option(None, "--run", help="run folder (default: the newest under runs/)")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="checkpoint file (instead of --run)")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto (CUDA, else MPS, else CPU)")
 
 
 @app.command()
@@ -86,6 +99,18 @@ def runs(root: Path = typer.Option(Path("runs"), "--dir", help="folder holding t
     from attnlm import commands
 
     commands.runs(root=root, console=console)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="run folder (its best.pt, else last.pt) or checkpoint file"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default: RUN/export, or NAME-export "
+                                                          "beside a checkpoint file NAME.pt)"),
+) -> None:
+    """Write a model for use outside attnlm: model.safetensors, config.json, vocab.json, model.py."""
+    from attnlm import commands
+
+    commands.export(run=run, out=out, console=console)
 
 
 TextOpt = typer.Option(..., "--text", help="the text to look at (at most block_size characters)")

@@ -14,6 +14,7 @@ from attnlm import api
 from attnlm.config import load_config
 from attnlm.data import prepare_sources
 from attnlm.data.sources import describe
+from attnlm.device import resolve_device
 from attnlm.errors import UserError
 from attnlm.generation import SamplingOptions
 from attnlm.runs import list_run_dirs, resolve_checkpoint
@@ -45,7 +46,8 @@ def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_n
         raise UserError(f"--num-samples must be at least 1, got {num_samples}")
     if prompt == "":
         raise UserError("--prompt is empty; give at least one character, or leave it out to start from a newline")
-    model = api.load(resolve_checkpoint(run, checkpoint), device=device_name)
+    device = resolve_device(device_name, "--device")  # before any loading: a typo costs nothing
+    model = api.load(resolve_checkpoint(run, checkpoint), device=device)
     prompt = api.default_prompt(model.vocab.chars) if prompt is None else prompt
     model.encode(prompt, "the prompt", "remove them or train on text that has them")
     generator = torch.Generator().manual_seed(seed)  # one stream through all the samples
@@ -66,7 +68,8 @@ def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_n
 
 def eval_(*, run: str | None, checkpoint: str | None, data: list[str] | None, device_name: str, console: Console,
           full: bool = False) -> None:
-    model = api.load(resolve_checkpoint(run, checkpoint), device=device_name)
+    device = resolve_device(device_name, "--device")
+    model = api.load(resolve_checkpoint(run, checkpoint), device=device)
     if data:
         result, what = model.evaluate(data=data, full=full), describe(data)
     else:
@@ -105,6 +108,21 @@ def data_prepare(*, sources: list[str], config: Path | None, overrides: list[str
         f"({meta['dtype']})\n"
         f"  {meta['train']:,} train / {meta['val']:,} val characters (the last {meta['val_fraction'] * 100:g}% of "
         f"each document)\n  {where}", highlight=False)
+
+
+def export(*, run: Path, out: Path | None, console: Console) -> None:
+    from attnlm.export import WEIGHTS, default_out
+    from attnlm.export import export as write_export
+
+    if not run.exists():
+        raise UserError(f"run folder or checkpoint not found: {run}; `attnlm runs` lists the runs")
+    checkpoint = resolve_checkpoint(str(run), None) if run.is_dir() else run
+    out = out or default_out(run)
+    meta = write_export(checkpoint, out)
+    source = meta["source"]
+    what = f"step {source['step']}" + (f", val loss {source['val_loss']:.4f}" if source["val_loss"] is not None else "")
+    console.print(f"exported {checkpoint} ({what}) to {out}: {WEIGHTS} "
+                  f"({(out / WEIGHTS).stat().st_size / 1e6:.2f} MB), config.json, vocab.json, model.py", highlight=False)
 
 
 def runs(*, root: Path, console: Console) -> None:

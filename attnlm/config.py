@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -75,9 +76,9 @@ class TrainConfig:
     global_batch_size: int | None = _f(None, "sequences per optimizer step over all processes (instead of "
                                              "grad_accum_steps, which is then derived from it)")
     seed: int = _f(1337, "seed for weights, batches and dropout")
-    device: str = _f("auto", "auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
-    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it")
-    compile: bool = _f(False, "torch.compile the blocks (costs compile time up front)")
+    device: str = _f("auto", "auto (CUDA if present, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps")
+    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it, fp32 on CPU and MPS")
+    compile: bool = _f(False, "torch.compile the blocks (costs compile time up front; not on MPS)")
     eval_batch_size: int = _f(64, "windows per batch in the validation pass")
     eval_chars: int | None = _f(1_000_000, "validation predictions per epoch: a longer split is evaluated on a "
                                            "fixed, evenly spaced subset of windows this long (null: all of it)")
@@ -135,6 +136,17 @@ def _suggest(name: str, options: typing.Iterable[str]) -> str:
 
 def _allows_list(cls: type, name: str) -> bool:
     return list[str] in typing.get_args(typing.get_type_hints(cls)[name])
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_name(name: str, what: str) -> None:
+    """A device name is auto, cpu, cuda, cuda:N or mps (whether this machine has it is device.py's question)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name):
+        hint = " (a GPU is cuda on NVIDIA, mps on a Mac)" if "gpu" in name.lower() else \
+            _suggest(name, ("auto", "cpu", "cuda", "mps"))
+        raise UserError(f"{what} must be one of {DEVICES}, got '{name}'{hint}")
 
 
 def _field_type(cls: type, name: str) -> tuple[type, bool]:
@@ -316,9 +328,8 @@ def validate(cfg: Config) -> None:
     head = m.n_embd // m.n_head
     need(m.pos != "rope" or head % 2 == 0,
          f"rotary positions need an even head size, got n_embd/n_head = {head}; change n_embd or n_head")
-    need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-         f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got '{t.device}'")
-    need(bool(cfg.log.name) and "/" not in cfg.log.name and cfg.log.name not in (".", ".."),
+    check_device_name(t.device, "config key 'train.device'")
+    need(bool(cfg.log.name) and not set("/\\") & set(cfg.log.name) and cfg.log.name not in (".", ".."),
          f"log.name must be a plain folder name, got '{cfg.log.name}'")
 
 

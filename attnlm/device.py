@@ -8,20 +8,58 @@ from pathlib import Path
 
 import torch
 
+from attnlm.config import check_device_name
 from attnlm.errors import UserError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """The device a name stands for: auto picks CUDA, else Apple's MPS, else the CPU. `what` names the
+    setting in messages (train.device, --device). A typo or a device this machine lacks is a UserError."""
+    check_device_name(name, what)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return auto_device()
+    # How to ask for the CPU instead, in the words of the setting: an option, a config key or an API argument.
+    fix = f"use {what} cpu" if what.startswith("--") else f"use --set {what}=cpu" if "." in what else f"use {what}='cpu'"
+    if name == "mps":
+        if not mps_available():
+            raise UserError(f"{what} is 'mps' but Apple's MPS is not available here (it needs a Mac with Apple "
+                            f"silicon and macOS 12.3 or newer); {fix}")
+        return torch.device("mps")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"train.device is '{name}' but CUDA is not available here; use --set train.device=cpu")
+            raise UserError(f"{what} is '{name}' but CUDA is not available here; {fix}")
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"train.device is '{name}' but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise UserError(f"{what} is '{name}' but only {torch.cuda.device_count()} CUDA device(s) exist "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
         return device
     return torch.device("cpu")
+
+
+def auto_device() -> torch.device:
+    # Spelled out rather than torch.accelerator.current_accelerator(): that needs torch >= 2.6 (the pyproject
+    # range starts at 2.4) and would also hand out backends (XPU, ...) attnlm has never been run on.
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def mps_available() -> bool:
+    """Apple's Metal GPU backend: a Mac with Apple silicon and a PyTorch built with MPS."""
+    return torch.backends.mps.is_available()
+
+
+def mps_has_bf16() -> bool:
+    """bf16 autocast on MPS came with PyTorch 2.6 and needs macOS 14 (Metal's bfloat16 type)."""
+    return (mps_available() and torch.__version__ >= "2.6" and torch.backends.mps.is_macos_or_newer(14, 0))
+
+
+def compile_supported(device: torch.device) -> bool:
+    """torch.compile's Metal backend is a prototype in PyTorch 2.x and attnlm has not been run with it on a
+    Mac, so train.compile leaves MPS eager (the trainer says so) rather than risk a failed or wrong compile."""
+    return device.type != "mps"
 
 
 def cpu_has_bf16() -> bool:
@@ -41,6 +79,12 @@ def use_bf16(device: torch.device, precision: str) -> bool:
         if precision == "bf16" and not supported:
             raise UserError("train.precision is bf16 but this GPU does not support it; use fp32")
         return supported
+    if device.type == "mps":
+        if precision == "bf16" and not mps_has_bf16():
+            raise UserError("train.precision is bf16 but bf16 autocast on MPS needs PyTorch >= 2.6 and macOS 14; "
+                            "use fp32")
+        # auto stays fp32: M1/M2 chips emulate bf16 in fp32 (no speed-up), so bf16 is opt-in as on CPU.
+        return precision == "bf16"
     if precision == "bf16":
         if not cpu_has_bf16():
             raise UserError("train.precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")

@@ -7,12 +7,14 @@ Shapes use B = batch, T = time (characters), C = n_embd, H = n_head, D = head si
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnlm.config import ModelConfig
+if TYPE_CHECKING:  # only a type: this file runs on its own beside an exported model (attnlm export)
+    from attnlm.config import ModelConfig
 
 
 def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

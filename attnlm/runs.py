@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -16,6 +15,11 @@ from attnlm import disk
 from attnlm.checkpoint import atomic_write
 from attnlm.config import Config, save_config
 from attnlm.errors import MachineError, UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: lock_run uses msvcrt instead
+    fcntl = None  # type: ignore[assignment]
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -31,7 +35,7 @@ def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -
                 "replace it with --overwrite, or pick another --name"
             )
         if folder.is_dir():
-            os.close(lock_run(folder))  # never delete a run that is training right now
+            unlock_run(lock_run(folder))  # never delete a run that is training right now
         try:
             shutil.rmtree(folder)
         except OSError as e:
@@ -60,17 +64,35 @@ def lock_run(folder: Path) -> int:
         fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:  # a read-only or full disk: nothing could be written into this run anyway
         raise disk.write_error(folder / ".lock", e) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _try_lock(fd):
         os.close(fd)
         raise UserError(f"run {folder} is being trained by another attnlm process right now; "
                         "let it finish or stop it (Ctrl-C) first") from None
     return fd
 
 
+def _try_lock(fd: int) -> bool:
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt  # Windows: a byte-range lock (what the filelock package uses there), also dropped at process exit
+
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
 def unlock_run(lock: int) -> None:
     """Give back a lock_run lock: a notebook that trains a run and then resumes it lives in one process."""
+    if fcntl is None:  # Windows: unlock before closing (closing alone frees the range only eventually)
+        import msvcrt
+
+        msvcrt.locking(lock, msvcrt.LK_UNLCK, 1)
     os.close(lock)
 
 
@@ -95,7 +117,8 @@ def list_run_dirs(root: str | Path) -> list[Path]:
 
 
 def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path = "runs") -> Path:
-    """The checkpoint a command should read: --checkpoint, else best.pt of --run, else the newest run."""
+    """The checkpoint a command should read: --checkpoint (a file, or a folder `attnlm export` wrote), else
+    best.pt of --run (or the export folder it names), else the newest run."""
     if checkpoint and run:
         raise UserError("give either --run or --checkpoint, not both")
     if checkpoint:
@@ -104,6 +127,10 @@ def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path
         folder = Path(run)
         if not folder.is_dir():
             raise UserError(f"run folder not found: {folder}; `attnlm runs` lists the runs")
+        from attnlm.export import is_export
+
+        if is_export(folder):
+            return folder
     else:
         runs = [p for p in list_run_dirs(root) if any((p / "checkpoints").glob("*.pt"))]
         if not runs:

@@ -136,6 +136,14 @@ CASES = [
          rf"cannot create run folder {P}notes/tiny \(Not a directory\); set log\.dir to a folder you can write to"),
     Case("cuda-absent", with_set("train.device=cuda"),
          r"train\.device is 'cuda' but CUDA is not available here; use --set train\.device=cpu"),
+    Case("device-typo", with_set("train.device=gpu"),
+         r"config key 'train\.device' must be one of auto, cpu, cuda, cuda:N or mps, got 'gpu' \(a GPU is cuda on "
+         r"NVIDIA, mps on a Mac\)"),
+    Case("device-option-typo", sampling("--device", "cdua"),
+         r"--device must be one of auto, cpu, cuda, cuda:N or mps, got 'cdua' \(did you mean 'cuda'\?\)"),
+    Case("mps-absent", sampling("--device", "mps"),
+         r"--device is 'mps' but Apple's MPS is not available here \(it needs a Mac with Apple silicon and macOS "
+         r"12\.3 or newer\); use --device cpu"),
     Case("checkpoint-missing", lambda ws, corpus: ["sample", "--checkpoint", str(ws / "missing.pt")],
          rf"checkpoint not found: {P}missing\.pt; pass --run DIR or --checkpoint FILE of a trained run"),
     Case("checkpoint-truncated", with_checkpoint(half_a_checkpoint),
@@ -173,7 +181,8 @@ CASES = [
     Case("sample-top-p-zero", sampling("--top-p", "0"), r"--top-p must be in \(0, 1\], got 0\.0"),
     Case("sample-top-p-above-one", sampling("--top-p", "1.5"), r"--top-p must be in \(0, 1\], got 1\.5"),
 ]
-NO_CUDA = not torch.cuda.is_available()
+# Cases that need a device to be absent, and whether it is present here.
+PRESENT = {"cuda-absent": torch.cuda.is_available(), "mps-absent": torch.backends.mps.is_available()}
 
 
 @dataclass
@@ -192,7 +201,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> di
     root = tmp_path_factory.mktemp("errors")
     prepared = {}
     for case in CASES:
-        if case.id == "cuda-absent" and not NO_CUDA:
+        if PRESENT.get(case.id):
             continue
         ws = root / case.id
         shutil.copytree(trained, ws / "runs" / "shared")
@@ -209,7 +218,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> di
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.id, marks=[pytest.mark.skipif(not NO_CUDA, reason="CUDA is present")] if c.id == "cuda-absent" else [])
+    pytest.param(c, id=c.id, marks=[pytest.mark.skipif(PRESENT.get(c.id, False), reason="the device is present")])
     for c in CASES
 ])
 def test_bad_input_gives_one_line_exit_2_and_changes_nothing(case: Case, outcomes: dict[str, Outcome]) -> None:

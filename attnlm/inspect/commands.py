@@ -20,7 +20,9 @@ def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | 
     """A checkpoint's model, or with --config a fresh model initialised from train.seed, its vocabulary read
     from the config's data file."""
     from attnlm import api
+    from attnlm.device import resolve_device
 
+    device = resolve_device(device_name, "--device")  # a typo or a missing GPU is named as the option
     if config is not None:
         if run or checkpoint:
             raise UserError("give --config (a fresh, untrained model) or --run/--checkpoint (a trained one), not both")
@@ -31,7 +33,7 @@ def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | 
         raise UserError("--set only applies with --config; a checkpoint keeps the settings it was trained with")
     from attnlm.runs import resolve_checkpoint
 
-    return api.load(resolve_checkpoint(run, checkpoint), device=device_name)
+    return api.load(resolve_checkpoint(run, checkpoint), device=device)
 
 
 def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,

@@ -18,7 +18,7 @@ from attnlm import disk, distributed
 from attnlm.build import build, init_source
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Vocab, steps_per_epoch
-from attnlm.device import autocast, trust_cpu_isa_flags
+from attnlm.device import autocast, compile_supported, trust_cpu_isa_flags
 from attnlm.errors import MachineError, NumericalError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.inspect.plots import probe_ids
@@ -66,7 +66,10 @@ class Trainer:
             self._restore(resume)
         self._saved_step = self.state.step if resume else None  # of last.pt, the checkpoint a resume starts from
         self.clock = Clock(t.max_time, self.state, self.dist.active)
-        if t.compile:
+        if t.compile and not compile_supported(self.device):
+            console.print("note: train.compile is off on MPS (torch.compile's Metal backend is a prototype that "
+                          "attnlm has not been run with); training runs eager", highlight=False)
+        elif t.compile:
             if self.device.type == "cpu":
                 trust_cpu_isa_flags()
             for block in self.model.blocks:

@@ -31,9 +31,10 @@ class TrainState:
 
 
 def rng_states(sampler: BatchSampler, device: torch.device) -> dict[str, torch.Tensor | None]:
-    """This process's random streams: torch (dropout), its batch generator, and CUDA's."""
+    """This process's random streams: torch (dropout), its batch generator, and the GPU's (CUDA or MPS)."""
     return {"torch": torch.get_rng_state(), "data": sampler.state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "mps": torch.mps.get_rng_state() if device.type == "mps" else None}
 
 
 def checkpoint_payload(cfg: Config, vocab: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -46,7 +47,7 @@ def checkpoint_payload(cfg: Config, vocab: str, model: torch.nn.Module, optimize
         "optimizer": optimizer.state_dict(),
         "state": asdict(state),
         "rng": {"torch": rng["torch"], "data": rng["data"],
-                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [], "mps": rng.get("mps")},
         "meta": {"torch": str(torch.__version__), "device": str(device), "bf16": bf16,
                  "params": sum(p.numel() for p in model.parameters())},
     }
@@ -62,6 +63,8 @@ def restore(payload: dict[str, Any], model: torch.nn.Module, optimizer: torch.op
     sampler.set_state(rng["data"])
     if device.type == "cuda" and rng["cuda"]:
         torch.cuda.set_rng_state_all(rng["cuda"])
+    if device.type == "mps" and rng.get("mps") is not None:
+        torch.mps.set_rng_state(rng["mps"])
     if rng.get("ranks"):  # a torchrun run: each rank continues its own streams
         mine = rng["ranks"][rank]
         torch.set_rng_state(mine["torch"])

@@ -1,0 +1,115 @@
+"""Export a trained model for use outside attnlm, and load such an export back.
+
+An export folder holds
+  model.safetensors  the weights (safetensors: plain tensors, no pickle, so loading never runs code)
+  config.json        the model section (what AttnLM needs), the vocabulary size, the tied weights and the
+                     whole training config (what `attnlm eval` needs), and where the weights came from
+  vocab.json         {"chars": [...]}: token i is chars[i]
+  model.py           a copy of attnlm/model.py, which needs only torch: with safetensors that is all a
+                     reader needs (README, Export)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from attnlm import __version__
+from attnlm.checkpoint import TEMP_PREFIX, load_model
+from attnlm.config import Config, config_from_dict
+from attnlm.data import Vocab
+from attnlm.errors import UserError
+from attnlm.model import AttnLM
+
+FORMAT = "attnlm-export"
+VERSION = 1
+WEIGHTS, CONFIG, VOCAB, MODEL_CODE = "model.safetensors", "config.json", "vocab.json", "model.py"
+# safetensors refuses tensors that share memory: a tied head is stored once, under the embedding's name, and
+# the model re-ties it when built (model.tie_weights), so loading the embedding fills both.
+TIED = {"head.weight": "tok_emb.weight"}
+
+
+def is_export(folder: Path) -> bool:
+    return (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()
+
+
+def default_out(source: Path) -> Path:
+    """RUN/export for a run folder; best-export beside a checkpoint file best.pt."""
+    return source / "export" if source.is_dir() else source.with_name(f"{source.stem}-export")
+
+
+def export(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Write `checkpoint`'s model as an export folder `out` (which must not exist or be empty); returns what
+    config.json says. The folder appears whole or not at all: it is written beside `out` and renamed."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists; pass another --out or remove it first")
+    model, vocab, cfg, payload = load_model(checkpoint, torch.device("cpu"))
+    tied = TIED if cfg.model.tie_weights else {}
+    state = payload.get("state", {})
+    weights = {name: t.contiguous() for name, t in model.state_dict().items() if name not in tied}
+    meta = {
+        "format": FORMAT, "version": VERSION, "attnlm_version": __version__, "vocab_size": vocab.size,
+        "model": cfg.to_dict()["model"], "tied": tied, "config": cfg.to_dict(),
+        "source": {"checkpoint": checkpoint.as_posix(), "step": state.get("step"),
+                   "val_loss": state["best_val"] if math.isfinite(state.get("best_val", math.inf)) else None},
+    }
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + out.name + ".", dir=out.parent))
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror}); pass an --out folder you can write to") from None
+    try:
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        # ASCII with \u escapes: any JSON reader gets the characters right, whatever its default encoding.
+        (tmp / VOCAB).write_text(json.dumps({"chars": list(vocab.chars)}) + "\n", encoding="utf-8")
+        shutil.copyfile(Path(__file__).with_name("model.py"), tmp / MODEL_CODE)
+        if os.name == "posix":  # mkdtemp and safetensors make owner-only files; give them ordinary permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
+            os.chmod(tmp / WEIGHTS, 0o666 & ~umask)
+        if out.is_dir():
+            out.rmdir()  # empty (checked above); a rename cannot replace a folder on Windows
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def load_export(folder: str | Path, device: torch.device | str = "cpu") -> tuple[AttnLM, Vocab, Config, dict[str, Any]]:
+    """(model in eval mode, vocab, config, config.json's contents) from an export folder."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        chars = json.loads((folder / VOCAB).read_text(encoding="utf-8"))["chars"]
+    except FileNotFoundError as e:
+        raise UserError(f"{folder} is not a complete attnlm export ({Path(e.filename).name} is missing); "
+                        "export the run again with `attnlm export RUN`") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{folder} holds an unreadable export ({type(e).__name__}); export the run again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{folder / CONFIG} is not an attnlm export's config; pass a folder `attnlm export` wrote")
+    if meta.get("version") != VERSION:
+        raise UserError(f"{folder} has export version {meta.get('version')}, this attnlm reads {VERSION}")
+    try:
+        cfg = config_from_dict(meta["config"])
+        vocab = Vocab("".join(chars))
+        model = AttnLM(cfg.model, vocab.size)
+        missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS), strict=False)
+        if set(missing) != set(meta.get("tied", {})) or unexpected:
+            raise RuntimeError(f"weights missing: {sorted(missing)}, unexpected: {sorted(unexpected)}")
+    except (KeyError, TypeError, RuntimeError, UserError, SafetensorError, OSError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"{folder} is not a usable attnlm export ({first}); export the run again") from None
+    return model.to(device).eval(), vocab, cfg, meta
