@@ -63,7 +63,8 @@ def read_text(path: str | Path) -> str:
         raise UserError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8") from None
     if "\x00" in text:
         raise UserError(f"data file {path} looks binary (contains NUL bytes); give a text file")
-    text = text.replace("\r\n", "\n")
+    # A byte-order mark (Windows editors write one) is no character of the text.
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     if not text:
         raise UserError(f"data file {path} is empty; give a text file with some text in it")
     if len(set(text)) < 2:
