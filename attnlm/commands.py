@@ -103,7 +103,8 @@ def runs(*, root: Path, console: Console) -> None:
             table.add_row(*row)
     lines = [Text(f"runs in {root}/")]
     for name, epochs, steps, best, seconds, status in rows:
-        lines += [Text(name, style="bold"), Text(f"  {epochs} epoch{'s' if epochs != '1' else ''}, {steps} steps, "
-                                                 f"best val {best}, {seconds}, {status}")]
+        plural = "s" if epochs != "1" else ""
+        lines += [Text(name, style="bold", no_wrap=True, overflow="ignore"),
+                  Text(f"  {epochs} epoch{plural}, {steps} steps, best val {best}, {seconds}, {status}")]
     stacked = Group(*lines)
     print_fitting(console, [boxed, plain, stacked])

@@ -97,9 +97,9 @@ def natural_width(console: Console, renderable: RenderableType) -> int:
 
 def print_fitting(console: Console, layouts: list[RenderableType]) -> None:
     """Print the first of `layouts` (widest first) that fits the console whole; the last one, the most
-    compact, is printed whole even where it does not fit."""
-    for renderable in layouts:
-        width = natural_width(console, renderable)
-        if width <= console.width or renderable is layouts[-1]:
-            print_whole(console, renderable, width)
+    compact, as the console lays it out (its text wrapping at spaces, so no number is cut)."""
+    for renderable in layouts[:-1]:
+        if natural_width(console, renderable) <= console.width:
+            console.print(renderable)
             return
+    console.print(layouts[-1])
