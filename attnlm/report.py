@@ -128,7 +128,7 @@ class EpochTable:
         print_whole(self.console, table, sum(widths) + self.GAP * (len(widths) - 1))
         if self.stacked and note:
             indent = self.columns[0][1] + self.GAP
-            self.console.print(Padding(Text(note), (0, 0, 0, indent), expand=False))
+            self.console.print(Padding(Text(note), (0, 0, 0, indent), expand=False), soft_wrap=False)
         self.rows += 1
 
 

@@ -102,4 +102,4 @@ def print_fitting(console: Console, layouts: list[RenderableType]) -> None:
         if natural_width(console, renderable) <= console.width:
             console.print(renderable)
             return
-    console.print(layouts[-1])
+    console.print(layouts[-1], soft_wrap=False)  # wrapped here, at spaces, not by the terminal mid-number

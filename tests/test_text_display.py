@@ -178,7 +178,6 @@ def test_heat_map_labels_are_glyphs_or_code_points() -> None:
         warnings.simplefilter("always")
         fig.canvas.draw()  # without attnlm's filter: a glyph missing from every font would warn here
     assert not [w for w in caught if "missing" in str(w.message)], [str(w.message) for w in caught]
-    plots._pyplot().close(fig)
 
 
 def test_an_optional_end_of_epoch_step_that_fails_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
