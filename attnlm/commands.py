@@ -7,18 +7,21 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from attnlm import api
 from attnlm.config import load_config
 from attnlm.data import prepare_sources
 from attnlm.data.sources import describe
 from attnlm.device import resolve_device
-from attnlm.errors import UserError
+from attnlm.errors import UnknownCharacters, UserError
 from attnlm.generation import SamplingOptions
 from attnlm.runs import list_run_dirs, resolve_checkpoint
 from attnlm.runs import summarise as summarise_run
+from attnlm.terminal import print_fitting
+from attnlm.text import listed
 
 
 def train(*, config: Path | None, overrides: list[str], resume: Path | None, overwrite: bool,
@@ -71,7 +74,12 @@ def eval_(*, run: str | None, checkpoint: str | None, data: list[str] | None, de
     device = resolve_device(device_name, "--device")
     model = api.load(resolve_checkpoint(run, checkpoint), device=device)
     if data:
-        result, what = model.evaluate(data=data, full=full), describe(data)
+        try:
+            result = model.evaluate(data=data, full=full)
+        except UnknownCharacters as e:  # name the file: the model's own message cannot know it
+            raise UserError(f"--data {describe(data)} has characters the model never saw: {listed(e.missing)}; "
+                            "evaluate on text written in the characters the model was trained on") from None
+        what = describe(data)
     else:
         result, what = model.evaluate(full=full), f"validation split of {describe(model.config.data.path)}"
     if result.subset is not None:
@@ -130,14 +138,26 @@ def runs(*, root: Path, console: Console) -> None:
     if not folders:
         console.print(f"no runs under {root}/ yet; start one with `attnlm train --config configs/tiny.yaml`")
         return
-    table = Table(title=f"runs in {root}/")
-    table.add_column("run", no_wrap=True)
-    for column in ("epochs", "steps", "best val", "time"):
-        table.add_column(column, justify="right")
-    table.add_column("status")
+    rows = []
     for folder in folders:
         s = summarise_run(folder)
-        best = f"{s.best_val:.4f}" if s.best_val is not None else "-"
-        table.add_row(folder.name, str(s.epochs), str(s.steps), best, f"{s.seconds:.1f}s",
-                      "finished" if s.finished else "resumable" if s.steps else "no epoch yet")
-    console.print(table)
+        rows.append((folder.name, str(s.epochs), str(s.steps), f"{s.best_val:.4f}" if s.best_val is not None else "-",
+                     f"{s.seconds:.1f}s", "finished" if s.finished else "resumable" if s.steps else "no epoch yet"))
+    # Boxed where it fits; then without the box; then one run per two lines, so a narrow terminal still
+    # shows every name and number whole.
+    boxed = Table(title=f"runs in {root}/")
+    plain = Table(title=f"runs in {root}/", title_justify="left", box=None, pad_edge=False)
+    for table in (boxed, plain):
+        table.add_column("run", no_wrap=True)
+        for column in ("epochs", "steps", "best val", "time"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+    lines = [Text(f"runs in {root}/")]
+    for name, epochs, steps, best, seconds, status in rows:
+        plural = "s" if epochs != "1" else ""
+        lines += [Text(name, style="bold", no_wrap=True, overflow="ignore"),
+                  Text(f"  {epochs} epoch{plural}, {steps} steps, best val {best}, {seconds}, {status}")]
+    stacked = Group(*lines)
+    print_fitting(console, [boxed, plain, stacked])

@@ -50,9 +50,10 @@ def next_token_probs(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tenso
 def context_start(n_tokens: int, anchor: int, block_size: int) -> int:
     """Where the model's context begins. Once it would exceed block_size it slides forward to keep the
     last half window, so a cache can be refilled once per block_size / 2 characters instead of every one.
-    Both generation paths follow this rule, which is what makes their outputs identical."""
+    Both generation paths follow this rule, which is what makes their outputs identical. At least the last
+    character stays: half of a block_size of 1 would be an empty context."""
     if n_tokens - anchor > block_size:
-        return n_tokens - block_size // 2
+        return n_tokens - max(1, block_size // 2)
     return anchor
 
 

@@ -3,6 +3,7 @@ place, so every command refuses unknown characters, empty or too long text with 
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,20 +15,52 @@ if TYPE_CHECKING:
     from attnlm.data import Vocab
 
 MAX_LISTED = 20  # unknown characters named in an error; a longer list hides the fix
+VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\r\n": "␍↵"}
+# Categories of code points that draw nothing of their own: combining marks, format characters (the zero
+# width joiner, variation selectors), controls, separators, private and unassigned code points.
+INVISIBLE = {"Mn", "Me", "Cf", "Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}
 
 
 def listed(chars: list[str]) -> str:
-    """Characters for an error message, each quoted: the first MAX_LISTED of them."""
-    return " ".join(repr(c) for c in chars[:MAX_LISTED])
+    """Characters for an error message, each quoted: the first MAX_LISTED of them, then how many were left
+    out ("and 37 more")."""
+    more = f" and {len(chars) - MAX_LISTED} more" if len(chars) > MAX_LISTED else ""
+    return " ".join(repr(c) for c in chars[:MAX_LISTED]) + more
 
 
 def show_char(c: str) -> str:
-    """A character as a label: whitespace made visible."""
-    return {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}.get(c, c)
+    """A character or grapheme cluster as a label: whitespace made visible, and a lone code point that
+    draws nothing (a combining accent, a zero width joiner, an unusual space) named by its code point."""
+    if c in VISIBLE:
+        return VISIBLE[c]
+    if len(c) == 1 and unicodedata.category(c) in INVISIBLE:
+        return code_point(c)
+    return c
+
+
+def code_point(c: str) -> str:
+    """'U+4E2D': how a character is named where it cannot be drawn."""
+    return f"U+{ord(c):04X}"
+
+
+def graphemes(text: str) -> list[tuple[str, list[int]]]:
+    """The text as a terminal draws it: its grapheme clusters, each with its code-point positions.
+
+    A skin-toned emoji (👍🏽), a letter with a combining accent (e + U+0301) and a family joined by zero
+    width joiners are one cluster each, though the model reads them as 2, 2 and 5 characters.
+    """
+    from wcwidth import iter_graphemes  # UAX #29 segmentation; pure Python, loaded only where text is shown
+
+    groups, start = [], 0
+    for cluster in iter_graphemes(text):
+        groups.append((cluster, list(range(start, start + len(cluster)))))
+        start += len(cluster)
+    return groups
 
 
 def check_known(text: str, vocab: Vocab, subject: str, fix: str, never_saw: str = "the model never saw") -> None:
-    """Refuse `text` when it has characters outside `vocab`: '<subject> has characters <never_saw>: ...; <fix>'."""
+    """Refuse `text` when it has characters outside `vocab`:
+    '<subject> has characters <never_saw>: 'a' 'b' ... and 37 more; <fix>'."""
     missing = vocab.unknown(text)
     if missing:
         shown = listed(missing)

@@ -14,7 +14,7 @@ VOCAB = 11
 
 
 def tiny_model(**overrides: object) -> AttnLM:
-    cfg = ModelConfig(block_size=16, n_layer=2, n_head=2, n_embd=16, **overrides)  # type: ignore[arg-type]
+    cfg = ModelConfig(**{"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16, **overrides})  # type: ignore[arg-type]
     torch.manual_seed(0)
     return AttnLM(cfg, VOCAB).eval()
 
@@ -96,3 +96,27 @@ def test_context_slides_by_half_a_window_once_full() -> None:
     assert context_start(16, 0, 16) == 0
     assert context_start(17, 0, 16) == 17 - 8  # keeps the last half window
     assert context_start(20, 9, 16) == 9  # still fits after sliding: no refill
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_contexts_of_one_and_two_characters_work_everywhere(block_size: int, tmp_path) -> None:
+    """Sampling (both paths, past the context), evaluation, the trace and the attention views at the
+    smallest contexts: half of a block_size of 1 is 0, which once left the sampler an empty context."""
+    from attnlm.data import Vocab
+    from attnlm.evaluate import evaluate, summarise
+    from attnlm.inspect.attention import attention_weights
+    from attnlm.inspect.plots import write_heatmaps
+    from attnlm.inspect.trace import run_trace
+
+    for pos in ("learned", "rope"):
+        model = tiny_model(block_size=block_size, pos=pos)
+        cached, recomputed = both_paths(model, [1, 2, 3], 12, SamplingOptions(temperature=1.5))
+        assert cached == recomputed and len(cached) == 12
+    vocab = Vocab("abcdefghijk")
+    assert vocab.size == VOCAB
+    result = summarise(*evaluate(model, vocab.encode("abcabcabcabcd"), 4, torch.device("cpu")))
+    assert result.tokens == 12 and 0 < result.loss < 10
+    text = "ab"[:block_size]
+    assert run_trace(model, vocab, text).tensors["weights"].shape == (1, block_size, block_size)
+    weights = attention_weights(model, vocab.encode(text))
+    assert write_heatmaps(weights, text, tmp_path / "h.png").is_file()

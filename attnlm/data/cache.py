@@ -10,7 +10,6 @@ never one that could be taken for a finished cache; the next preparation removes
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -91,7 +90,7 @@ class Cache:
         except OSError as e:
             raise machine_error(self.root, e, "set data.cache_dir to a folder you can write to") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for_lock(fd)
             yield
         finally:
             os.close(fd)
@@ -130,7 +129,26 @@ class Cache:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+def _wait_for_lock(fd: int) -> None:
+    """An exclusive lock the OS drops when this process ends, however it ends; blocks while another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock on the lock file, retried until it is free
+        import msvcrt
+        import time
+
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return
+            except OSError:
+                time.sleep(0.1)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a folder as a file to fsync it
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -102,7 +102,8 @@ def resolve(spec: Spec) -> tuple[list[SourceFile], bool]:
 
 def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES,
                 on_read: Callable[[int], object] | None = None) -> Iterator[Chunk]:
-    """The text of a UTF-8 file in chunks of about `chunk_bytes`, with \\r\\n read as \\n; `on_read` is
+    """The text of a UTF-8 file in chunks of about `chunk_bytes`, with \\r\\n read as \\n and a leading
+    byte-order mark dropped; `on_read` is
     told the bytes of each read (for a progress bar). A chunk that is pure ASCII comes as the bytes read
     (one byte a character, valid UTF-8 as it is): decoding it would only cost time.
 
@@ -127,6 +128,9 @@ def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES,
                         raise NotText(f"is not UTF-8 text (bad byte at offset {offset - pending + e.start})",
                                       "convert it to UTF-8") from None
                     cr, crlf, nul = "\r", ("\r\n", "\n"), "\x00"
+                if offset == 0 and isinstance(text, str):
+                    # A byte-order mark (Windows editors write one) is no character of the text.
+                    text = text.removeprefix("\ufeff")
                 offset += len(raw)
                 if on_read is not None:
                     on_read(len(raw))

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import torch
+from rich.cells import cell_len
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -20,7 +22,8 @@ from attnlm import disk
 from attnlm.checkpoint import atomic_write
 from attnlm.errors import UserError
 from attnlm.model import AttnLM
-from attnlm.text import show_char
+from attnlm.terminal import natural_width
+from attnlm.text import graphemes, show_char
 
 GRAPH_FORMATS = (".dot", ".gv", ".svg", ".png")
 WORD = re.compile(r"\s*(?:\w+(?:'\w+)*|\S)|\s+$")  # a word or one punctuation mark, with the spaces before it
@@ -44,20 +47,34 @@ def select(weights: list[torch.Tensor], layer: int, head: int | None) -> torch.T
     return w.mean(0) if head is None else w[head]
 
 
+def char_groups(text: str) -> list[tuple[str, list[int]]]:
+    """One group per character as a terminal draws it (a grapheme cluster), labelled for the table.
+
+    Most are one code point; 👍🏽, e + U+0301 and a family joined by zero width joiners are one group of
+    several, which a table column per code point would tear apart and misalign.
+    """
+    return [(show_char(cluster), positions) for cluster, positions in graphemes(text)]
+
+
 def word_groups(text: str) -> list[tuple[str, list[int]]]:
     """Split text into words and punctuation marks, each with its character positions.
 
     Spaces belong to the word after them (a trailing space to the last word), so every character is in
     exactly one group and the grouped rows still sum to 1: "I love tennis." -> I / love / tennis / .
+    Words are made of grapheme clusters, so an accent stays on its letter and a skin tone on its emoji.
     """
+    clusters = graphemes(text)
+    # One stand-in per cluster, its first code point, which decides what the cluster is (letter, space, mark).
+    proxy = "".join(cluster[0] for cluster, _ in clusters)
     groups: list[tuple[str, list[int]]] = []
-    for m in WORD.finditer(text):
-        positions = list(range(m.start(), m.end()))
-        label = m.group().strip()
+    for m in WORD.finditer(proxy):
+        members = clusters[m.start() : m.end()]
+        positions = [p for _, ps in members for p in ps]
+        label = "".join(cluster for cluster, _ in members).strip()
         if not label and groups:  # spaces at the end of the text
             groups[-1][1].extend(positions)
             continue
-        groups.append((label or "".join(show_char(c) for c in m.group()), positions))
+        groups.append((label or "".join(show_char(cluster) for cluster, _ in members), positions))
     return groups
 
 
@@ -81,23 +98,53 @@ def shade(weight: float) -> str:
     return f"{'white' if w > 0.5 else 'black'} on #{r:02x}{g:02x}{b:02x}"
 
 
-def attention_table(matrix: torch.Tensor, labels: list[str], title: str) -> Table:
-    """The probability table: rows = querying tokens, columns = attended tokens, shaded by weight."""
-    compact = len(labels) > 12  # narrower cells so a longer text still fits a terminal
+def attention_table(matrix: torch.Tensor, labels: list[str], title: str, compact: bool = False,
+                    columns: range | None = None) -> Table:
+    """The probability table: rows = querying tokens, columns = attended tokens, shaded by weight.
+
+    `compact` gives narrower cells (".57", no quotes, no padding); `columns` shows only those columns, and
+    then only the rows that can see them (a row never attends to a later token).
+    """
+    columns = columns if columns is not None else range(len(labels))
     table = Table(title=title, title_justify="left", show_lines=False, pad_edge=not compact,
                   padding=(0, 0 if compact else 1))
     table.add_column("", justify="right", no_wrap=True, style="bold")
-    for label in labels:
-        table.add_column(f'"{label}"' if not compact else label, justify="right", no_wrap=True)
+    for j in columns:
+        table.add_column(f'"{labels[j]}"' if not compact else labels[j], justify="right", no_wrap=True)
     for i, row in enumerate(matrix.tolist()):
-        cells = []
-        for j, value in enumerate(row):
-            text = "0" if value == 0 else f"{value:.2f}"
-            if compact and value != 0:  # ".57" and "1.0": three characters a cell
-                text = "1.0" if text == "1.00" else text.removeprefix("0")
-            cells.append(Text(text, style=shade(value) if j <= i or value else "dim"))
+        if i < columns.start:
+            continue  # all of this row's weights here are on the future: zeros
+        cells = [Text(cell_text(row[j], compact), style=shade(row[j]) if j <= i or row[j] else "dim") for j in columns]
         table.add_row(f'"{labels[i]}"' if not compact else labels[i], *cells)
     return table
+
+
+def cell_text(value: float, compact: bool) -> str:
+    text = "0" if value == 0 else f"{value:.2f}"
+    if compact and value != 0:  # ".57" and "1.0": three characters a cell
+        text = "1.0" if text == "1.00" else text.removeprefix("0")
+    return text
+
+
+def fitting_tables(console: Console, matrix: torch.Tensor, labels: list[str], title: str) -> list[Table]:
+    """The table as it fits `console`: whole with roomy cells, whole with compact cells, or else its columns
+    in blocks side by side on the page, each as wide as the console allows. Numbers are never cut."""
+    for compact in (False, True):
+        table = attention_table(matrix, labels, title, compact)
+        if natural_width(console, table) <= console.width:
+            return [table]
+    # Compact widths: each column as wide as its label or ".57", plus its border; the label column too.
+    width = [max(cell_len(label), 3) + 1 for label in labels]
+    fixed = max(cell_len(label) for label in labels) + 2  # the row labels and the outer borders
+    blocks, start = [], 0
+    while start < len(labels):
+        end = start + 1  # at least one column a block, however narrow the console
+        while end < len(labels) and fixed + sum(width[start : end + 1]) <= console.width:
+            end += 1
+        blocks.append(range(start, end))
+        start = end
+    return [attention_table(matrix, labels, f"{title}, columns {b.start + 1}-{b.stop} of {len(labels)}", True, b)
+            for b in blocks]
 
 
 def _dot_string(s: str) -> str:

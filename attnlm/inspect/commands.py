@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.measure import Measurement
 
 from attnlm.errors import UserError
 
@@ -48,7 +47,8 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
               layer: int, head: int | None, mean: bool, words: bool, graph: Path | None, min_weight: float,
               heatmap: Path | None, device: str, console: Console) -> None:
     from attnlm.inspect import attention as view
-    from attnlm.text import check_index, check_png, show_char
+    from attnlm.terminal import natural_width, print_whole
+    from attnlm.text import check_index, check_png
 
     if mean and head is not None:
         raise UserError("give --head H (one head) or --mean (the average of all heads), not both")
@@ -66,26 +66,26 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         check_index("head", head, cfg.n_head)
     weights = list(model.attention(text))  # per layer (H, T, T)
     matrix = view.select(weights, layer, head)  # (T, T)
-    if words:
-        groups = view.word_groups(text)
-        matrix, labels = view.group_matrix(matrix, groups), [g[0] for g in groups]
-    else:
-        labels = [show_char(c) for c in text]
+    groups = view.word_groups(text) if words else view.char_groups(text)
+    if len(groups) < len(text):  # a column per word or per grapheme cluster, not per code point
+        matrix = view.group_matrix(matrix, groups)
+    labels = [label for label, _ in groups]
     which = f"layer {layer}, " + ("mean of all heads" if head is None else f"head {head}")
     console.print(f"attention of {source}, {which}", highlight=False)
     if words:
         console.print("words: a column sums the word's characters, a row averages them", highlight=False)
-    table = view.attention_table(matrix, labels, f"attention probabilities on {text!r}")
-    # Printed at its natural width: squeezed into a narrow terminal the numbers would be cut to "0.…".
-    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    wide = Console(file=console.file, width=max(width, console.width), color_system=console.color_system,
-                   force_terminal=console.is_terminal, highlight=False)
-    wide.print(table, crop=False)
+    elif len(groups) < len(text):
+        joined = " ".join(f"{label} ({len(positions)})" for label, positions in groups if len(positions) > 1)
+        console.print(f"characters the model reads as several code points, shown as one: {joined}; a column "
+                      "sums its code points, a row averages them", highlight=False)
+    tables = view.fitting_tables(console, matrix, labels, f"attention probabilities on {text!r}")
+    for table in tables:
+        print_whole(console, table, natural_width(console, table))  # the blocks' widths were estimated
     console.print("rows: the token asking; columns: the token it attends to; each row sums to 1, the future is 0",
                   highlight=False)
-    if width > console.width:
-        print(f"note: the table is {width} columns wide, more than this terminal's {console.width}; "
-              "use --words, a shorter --text or --heatmap FILE.png", file=sys.stderr)
+    if len(tables) > 1:
+        print(f"note: the table is cut into {len(tables)} blocks of columns to fit this terminal's {console.width} "
+              "columns; --words, a shorter --text or --heatmap FILE.png show it whole", file=sys.stderr)
     if graph is not None:
         dot = view.to_dot(matrix, labels, min_weight, f"{text!r}: {which}, edges above {min_weight:g}")
         dot_path, drawn, note = view.write_graph(dot, graph)

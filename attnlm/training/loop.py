@@ -308,6 +308,9 @@ class Trainer:
         st.epoch_loss_sum, st.epoch_correct, st.epoch_count, st.epoch_train_time = 0.0, 0, 0, 0.0
         self.save(best=improved)
         self.reporter.flush()
+        # Only now the optional work: whatever it does or breaks, the epoch is already saved.
+        self.reporter.epoch_extras(stats)
+        self.reporter.flush()
 
     def _interrupted(self) -> int:
         self.state.elapsed = self.clock.elapsed()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class Reporter:
         self.eval_plan = EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
         self.probe = probe  # (T,) ids of the text whose attention is pictured every epoch
         self.is_main = is_main
-        self.table = EpochTable(console)
+        self.table = EpochTable(console, cfg.train.epochs)
         self.run_dir = Path(cfg.log.dir)
         self.tb = TBLogger(self.run_dir, False)
 
@@ -101,7 +102,9 @@ class Reporter:
         self.append_metrics({"kind": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr})
 
     def epoch(self, stats: EpochStats, history: list[EpochStats], final: bool) -> None:
-        """One row of the table, the epoch's scalars, sample and attention images, and its metrics line."""
+        """The epoch's record: one row of the table, its scalars and its metrics line. Written before the
+        epoch's checkpoint, so a resume from an older checkpoint rewinds them (metrics.jsonl by step,
+        TensorBoard by purge_step) and an uninterrupted run and a resumed one log the same."""
         if not self.is_main:
             return
         self.table.add(stats, observation(history, final))
@@ -110,13 +113,30 @@ class Reporter:
             "accuracy/train": stats.train_accuracy, "accuracy/val": stats.val_accuracy,
             "lr": stats.lr, "throughput/tokens_per_s": stats.tokens_per_s,
         })
-        if self.cfg.log.sample_chars:
-            self.tb.text("sample", self.sample(self.cfg.log.sample_chars), stats.step)
-        if self.cfg.log.tensorboard and self.cfg.log.attention_images:
-            # One heat-map grid per layer at every epoch, so TensorBoard's slider shows attention forming.
-            for tag, image in probe_images(self.model, self.probe, self.vocab.decode(self.probe)).items():
-                self.tb.image(tag, image, stats.step)
         self.append_metrics(stats.to_dict())
+
+    def epoch_extras(self, stats: EpochStats) -> None:
+        """What is nice to have after the epoch's checkpoint is safe: the sample and the attention images.
+        Each may fail on its own (one line on stderr) without stopping the training."""
+        if not self.is_main:
+            return
+        if self.cfg.log.sample_chars:
+            self.optional(f"epoch {stats.epoch}'s sample",
+                          lambda: self.tb.text("sample", self.sample(self.cfg.log.sample_chars), stats.step))
+        if self.cfg.log.tensorboard and self.cfg.log.attention_images:
+            def images() -> None:
+                # One heat-map grid per layer at every epoch, so TensorBoard's slider shows attention forming.
+                for tag, image in probe_images(self.model, self.probe, self.vocab.decode(self.probe)).items():
+                    self.tb.image(tag, image, stats.step)
+
+            self.optional(f"epoch {stats.epoch}'s attention images", images)
+
+    def optional(self, what: str, work: Callable[[], object]) -> None:
+        """Run an optional step; a failure is one line on stderr, never the end of the run."""
+        try:
+            work()
+        except Exception as e:  # whatever broke, the checkpoint is already saved
+            print(f"warning: {what} failed ({type(e).__name__}: {e}); training goes on", file=sys.stderr)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         # json writes floats with repr, so a logged loss is the exact float value, fit for bit-for-bit checks.
@@ -174,7 +194,7 @@ class Reporter:
                            f"TensorBoard: tensorboard --logdir {self.run_dir.parent})", highlight=False)
         if self.cfg.log.sample_chars:
             self.console.print("\n[bold]sample[/bold] (temperature 0.8):")
-            self.sample(self.cfg.log.sample_chars, stream=True)
+            self.optional("the closing sample", lambda: self.sample(self.cfg.log.sample_chars, stream=True))
             sys.stdout.write("\n")
 
     def already_finished(self, step: int) -> None:
