@@ -129,6 +129,9 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, config: str | 
             if diff:
                 raise UserError(f"{last} was trained with a different model shape ({', '.join(diff)} "
                                 "differ); resume with the run's own config or start a new run")
+            if cfg.train.optimizer != saved.train.optimizer:  # the saved moments belong to the other optimizer
+                raise UserError(f"{last} was trained with train.optimizer={saved.train.optimizer}, not "
+                                f"{cfg.train.optimizer}; resume with the run's own optimizer or start a new run")
             trainer = Trainer(cfg, console, resume=payload)
             if is_main:
                 trainer.check_room(run_dir)

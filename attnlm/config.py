@@ -71,13 +71,20 @@ class TrainConfig:
     weight_decay: float = _f(0.1, "AdamW weight decay (applied to weight matrices only)")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.99, "AdamW beta2")
+    optimizer: str = _f("adamw", "adamw (every parameter) or muon: the blocks' weight matrices on torch.optim.Muon "
+                                 "(orthogonalised momentum), embeddings, head, norms and biases on AdamW")
+    muon_lr: float = _f(0.02, "with optimizer muon: the Muon matrices' peak learning rate (the schedule scales it "
+                              "like train.lr)")
+    muon_momentum: float = _f(0.95, "with optimizer muon: Muon's momentum (Nesterov)")
+    muon_weight_decay: float = _f(0.0, "with optimizer muon: decoupled weight decay of the Muon matrices")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this value (0: off)")
     grad_accum_steps: int = _f(1, "micro-batches per optimizer step; gradients are all-reduced on the last only")
     global_batch_size: int | None = _f(None, "sequences per optimizer step over all processes (instead of "
                                              "grad_accum_steps, which is then derived from it)")
     seed: int = _f(1337, "seed for weights, batches and dropout")
     device: str = _f("auto", "auto (CUDA if present, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps")
-    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on CUDA that supports it, fp32 on CPU and MPS")
+    precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on a GPU that supports it and on a "
+                                "CPU with native bf16 (AVX512-BF16 or AMX), fp32 on MPS and elsewhere")
     compile: bool = _f(False, "torch.compile the blocks (costs compile time up front; not on MPS)")
     eval_batch_size: int = _f(64, "windows per batch in the validation pass")
     eval_chars: int | None = _f(1_000_000, "validation predictions per epoch: a longer split is evaluated on a "
@@ -125,6 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.attention": ("auto", "sdpa", "math"),
     "train.schedule": ("cosine", "wsd"),
+    "train.optimizer": ("adamw", "muon"),
     "train.precision": ("auto", "fp32", "bf16"),
 }
 
@@ -301,7 +309,8 @@ def validate(cfg: Config) -> None:
         "model.block_size": m.block_size, "model.n_layer": m.n_layer, "model.n_head": m.n_head,
         "model.n_embd": m.n_embd, "model.mlp_ratio": m.mlp_ratio, "train.batch_size": t.batch_size,
         "train.epochs": t.epochs, "train.grad_accum_steps": t.grad_accum_steps,
-        "train.eval_batch_size": t.eval_batch_size, "train.lr": t.lr, "log.print_every": cfg.log.print_every,
+        "train.eval_batch_size": t.eval_batch_size, "train.lr": t.lr, "train.muon_lr": t.muon_lr,
+        "log.print_every": cfg.log.print_every,
     }
     optional_positive = {
         "train.steps_per_epoch": t.steps_per_epoch, "train.max_steps": t.max_steps,
@@ -314,14 +323,15 @@ def validate(cfg: Config) -> None:
         need(value is None or (value > 0 and math.isfinite(value)),
              f"config key '{key}' must be positive or null, got {value}")
     for key, value in {"train.min_lr": t.min_lr, "train.warmup_steps": t.warmup_steps,
-                       "train.weight_decay": t.weight_decay, "train.grad_clip": t.grad_clip,
+                       "train.weight_decay": t.weight_decay, "train.muon_weight_decay": t.muon_weight_decay,
+                       "train.grad_clip": t.grad_clip,
                        "log.sample_chars": cfg.log.sample_chars}.items():
         need(value >= 0 and math.isfinite(value), f"config key '{key}' must be >= 0, got {value}")
     need(t.min_lr <= t.lr, f"config key 'train.min_lr' ({t.min_lr}) must not exceed train.lr ({t.lr})")
     need(0.0 < t.decay_fraction <= 1.0, f"config key 'train.decay_fraction' must be in (0, 1], got {t.decay_fraction}")
     need(0.0 <= m.dropout < 1.0, f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
     need(0.0 < d.val_fraction < 1.0, f"config key 'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
-    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2}.items():
+    for key, value in {"train.beta1": t.beta1, "train.beta2": t.beta2, "train.muon_momentum": t.muon_momentum}.items():
         need(0.0 <= value < 1.0, f"config key '{key}' must be in [0, 1), got {value}")
     need(m.n_embd % m.n_head == 0,
          f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); change one of them")

@@ -83,15 +83,13 @@ def use_bf16(device: torch.device, precision: str) -> bool:
         if precision == "bf16" and not mps_has_bf16():
             raise UserError("train.precision is bf16 but bf16 autocast on MPS needs PyTorch >= 2.6 and macOS 14; "
                             "use fp32")
-        # auto stays fp32: M1/M2 chips emulate bf16 in fp32 (no speed-up), so bf16 is opt-in as on CPU.
+        # auto stays fp32: M1/M2 chips emulate bf16 in fp32 (no speed-up), so bf16 is opt-in there.
         return precision == "bf16"
-    if precision == "bf16":
-        if not cpu_has_bf16():
-            raise UserError("train.precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
-        return True
-    # auto on CPU stays fp32 so results do not depend on the CPU model; bf16 is opt-in although it measured
-    # 1.3-1.5x the tokens/s of fp32 on an AVX512-BF16 EPYC (README, Performance).
-    return False
+    if precision == "bf16" and not cpu_has_bf16():
+        raise UserError("train.precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
+    # auto: bf16 where the CPU does it natively (1.3-1.9x the tokens/s of fp32 measured, README Performance);
+    # emulated bf16 elsewhere is slower than fp32.
+    return cpu_has_bf16()
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:

@@ -1,23 +1,72 @@
-"""AdamW with weight decay on matrices only, and the learning-rate schedules (warmup, then cosine or WSD)."""
+"""The optimizers (AdamW, or Muon on the blocks' matrices beside AdamW) and the learning-rate schedules
+(warmup, then cosine or WSD)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from attnlm.config import TrainConfig
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer | MuonAdamW:
+    """AdamW for every parameter, or with cfg.optimizer == "muon" Muon for the hidden weight matrices of
+    the blocks and AdamW for the rest. Every param group carries `lr_scale`: its peak learning rate as a
+    multiple of cfg.lr, which the trainer's schedule multiplies each step."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    # Muon orthogonalises a matrix's update, which suits the maps between hidden states; embeddings and the
+    # head map to and from one-hot characters, and norm gains and biases are vectors: those stay on AdamW.
+    hidden = [p for n, p in params if cfg.optimizer == "muon" and n.startswith("blocks.") and p.dim() == 2]
+    rest = [(n, p) for n, p in params if not any(p is h for h in hidden)]
     # Norm gains and biases are vectors; decaying them toward 0 only hurts, so they get no decay.
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type == "cuda")
+    decay = [p for _, p in rest if p.dim() >= 2]
+    no_decay = [p for _, p in rest if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    adamw = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    if not hidden:
+        return adamw
+    muon = torch.optim.Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                            momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+    return MuonAdamW(muon, adamw)
+
+
+class MuonAdamW:
+    """Muon and AdamW behind one optimizer's surface (step, zero_grad, param_groups, state_dict), so the
+    trainer, its schedule and its checkpoints treat the pair as one optimizer."""
+
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.adamw.param_groups + self.muon.param_groups  # AdamW's first: [0] reports train.lr
+
+    def step(self) -> None:
+        self.adamw.step()
+        self.muon.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adamw.zero_grad(set_to_none=set_to_none)
+        self.muon.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.adamw.load_state_dict(state["adamw"])
+        self.muon.load_state_dict(state["muon"])
+
+
+def skip_update_if(optimizer: torch.optim.Optimizer | MuonAdamW, found_inf: torch.Tensor) -> None:
+    """Hand a fused AdamW (CUDA) the step's found_inf (1.0: a non-finite loss or gradient norm): it then
+    skips its update on the device, with no host sync. Other optimizers update; the NaN guard stops the
+    run before anything of that step is saved."""
+    adamw = optimizer.adamw if isinstance(optimizer, MuonAdamW) else optimizer
+    if adamw.defaults.get("fused"):
+        adamw.found_inf = found_inf
 
 
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int, time_progress: float = 0.0) -> float:

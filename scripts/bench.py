@@ -6,6 +6,7 @@ JSON line (prefixed `BENCH `) so results can be compared across commits:
     python scripts/bench.py throughput --config configs/reference-cpu.yaml --data data/tinyshakespeare.txt
     python scripts/bench.py speedrun   --config configs/speedrun-cpu.yaml  --data data/tinyshakespeare.txt
     python scripts/bench.py speedrun   ... --compile-cache DIR   # reuse torch.compile's kernels in DIR
+    python scripts/bench.py speedrun   --vs-nanogpt ~/nanoGPT     # nanoGPT's CPU recipe first, then ours in its time
     python scripts/bench.py sample     --run runs/speedrun-cpu --chars 2000
     python scripts/bench.py all        --data data/tinyshakespeare.txt     # the README table
     python scripts/bench.py data       --size 1G     # preparation and training on a synthetic 1 GB corpus
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -122,9 +124,51 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----- (2) speedrun --------------------------------------------------------------------------------
+# nanoGPT's documented CPU recipe for tiny Shakespeare (its README), fp32, with evaluations as it prints them.
+NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--dtype=float32",
+                  "--eval_iters=20", "--eval_interval=250", "--log_interval=10", "--block_size=64",
+                  "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+                  "--lr_decay_iters=2000", "--dropout=0.0"]
+
+
+def nanogpt(folder: Path, python: str) -> dict[str, Any]:
+    """Run nanoGPT's CPU recipe from a checkout with data/shakespeare_char prepared; its whole wall time and
+    its last reported val loss (an estimate from eval_iters=20 random batches)."""
+    if not (folder / "train.py").is_file() or not (folder / "data" / "shakespeare_char" / "train.bin").is_file():
+        raise SystemExit(f"{folder} is not a nanoGPT checkout with data/shakespeare_char prepared "
+                         "(copy tiny Shakespeare to data/shakespeare_char/input.txt and run its prepare.py)")
+    with tempfile.TemporaryDirectory(prefix="nanogpt-out-") as out:
+        cmd = [python, "train.py", *NANOGPT_RECIPE, f"--out_dir={out}"]
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+        raise SystemExit(f"nanoGPT's train.py exited {proc.returncode}")
+    evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", proc.stdout)
+    step, _, val = evals[-1]
+    return {"val_loss": float(val), "step": int(step), "wall_seconds": round(wall, 2),
+            "val_curve": [float(v) for _, _, v in evals], "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
 def speedrun(args: argparse.Namespace) -> dict[str, Any]:
     """`attnlm train` in a subprocess under the config's train.max_time; the final val loss is the
-    trainer's own full deterministic validation pass, read back from the run's metrics.jsonl."""
+    trainer's own full deterministic validation pass, read back from the run's metrics.jsonl.
+
+    With --vs-nanogpt DIR, nanoGPT's CPU recipe runs first and its whole wall time W sets the budget:
+    train.max_time = W - --overhead, so that attnlm's whole process (start-up, compile, training, the final
+    validation pass, writing the run) takes no longer than nanoGPT's."""
+    theirs = None
+    if args.vs_nanogpt:
+        folder = Path(args.vs_nanogpt).expanduser().resolve()
+        if not args.data:  # the very file nanoGPT's prepare.py read: same text, same 90/10 split
+            args.data = str(folder / "data" / "shakespeare_char" / "input.txt")
+        theirs = nanogpt(folder, args.nanogpt_python)
+        console.print(f"nanoGPT CPU recipe: val loss {theirs['val_loss']:.4f} at step {theirs['step']} in "
+                      f"{theirs['wall_seconds']:.1f}s wall (load {theirs['load_before']:.2f} / "
+                      f"{theirs['load_after']:.2f})")
+        args.set = [*args.set, f"train.max_time={theirs['wall_seconds'] - args.overhead:.1f}"]
     cfg = config_for(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="attnlm-bench-"))
     name = cfg.log.name or Path(args.config).stem
@@ -165,7 +209,14 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
             ("process wall time", f"{wall:.1f}s"), ("compile cache", cache),
             ("tokens/s (incl. compile + evals)", f"{tokens / summary['seconds']:,.0f}"),
             ("load avg before / after", f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"), ("run", str(run))]
-    return emit("speedrun", rows, {"config": str(args.config), "set": args.set, "final_val_loss": round(final["val_loss"], 4),
+    if theirs:
+        rows += [("nanoGPT CPU recipe: val loss (last eval, 20 batches)", f"{theirs['val_loss']:.4f}"),
+                 ("nanoGPT: steps / process wall time", f"{theirs['step']} / {theirs['wall_seconds']:.1f}s"),
+                 ("nanoGPT: load avg before / after", f"{theirs['load_before']:.2f} / {theirs['load_after']:.2f}"),
+                 ("attnlm within nanoGPT's wall time", "yes" if wall <= theirs["wall_seconds"] else
+                  f"NO: {wall - theirs['wall_seconds']:.1f}s over (raise --overhead)")]
+    return emit("speedrun", rows, {"config": str(args.config), "set": args.set, "nanogpt": theirs,
+                                   "final_val_loss": round(final["val_loss"], 4),
                                    "best_val_loss": round(summary["best_val_loss"], 4), "steps": summary["steps"],
                                    "train_seconds": round(summary["seconds"], 2), "wall_seconds": round(wall, 2),
                                    "compile_cache": "warm" if warm else "cold",
@@ -433,6 +484,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--verbose", action="store_true", help="show the trainer's output")
     p.add_argument("--compile-cache", default=None,
                    help="torch.compile cache folder to use (default: a new empty one, as on a first run)")
+    p.add_argument("--vs-nanogpt", metavar="DIR", default=None,
+                   help="a karpathy/nanoGPT checkout with data/shakespeare_char prepared: run its CPU recipe first "
+                        "and give attnlm its wall time (default data: DIR/data/shakespeare_char/input.txt)")
+    p.add_argument("--nanogpt-python", default=sys.executable,
+                   help="Python to run nanoGPT with (needs torch and numpy; default: this one)")
+    p.add_argument("--overhead", type=float, default=8.0,
+                   help="with --vs-nanogpt: seconds of attnlm's process outside train.max_time (start-up, the "
+                        "final validation pass, writing the run); max_time = nanoGPT's wall time - this")
     p.set_defaults(func=speedrun)
 
     p = sub.add_parser("sample", help="characters/s with and without the key/value cache")

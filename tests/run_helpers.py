@@ -129,19 +129,25 @@ def assert_same_tensors(a: dict, b: dict, what: str) -> None:
         assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
 
 
-def assert_same_training(run: Path, reference: Path) -> None:
+def optimizer_states(saved: dict) -> list[tuple[int, dict]]:
+    """(parameter index, moments) of a saved optimizer: AdamW's, or with train.optimizer=muon AdamW's then Muon's."""
+    parts = [saved] if "state" in saved else [saved["adamw"], saved["muon"]]
+    return [item for part in parts for item in sorted(part["state"].items())]
+
+
+def assert_same_training(run: Path, reference: Path, steps: int = STEPS) -> None:
     """Same per-step losses, epoch results, final weights and optimizer moments, bit for bit."""
     losses, expected = step_losses(run), step_losses(reference)
-    assert [s for s, _ in losses] == list(range(1, STEPS + 1)), "each step must be logged exactly once"
+    assert [s for s, _ in losses] == list(range(1, steps + 1)), "each step must be logged exactly once"
     assert losses == expected
     assert epoch_results(run) == epoch_results(reference)
     for name in ("last.pt", "best.pt"):
         got, want = load_checkpoint(run / "checkpoints" / name), load_checkpoint(reference / "checkpoints" / name)
         assert_same_tensors(got["model"], want["model"], name)
-        for (_, s1), (_, s2) in zip(sorted(got["optimizer"]["state"].items()),
-                                    sorted(want["optimizer"]["state"].items()), strict=True):
+        for (_, s1), (_, s2) in zip(optimizer_states(got["optimizer"]), optimizer_states(want["optimizer"]),
+                                    strict=True):
             assert_same_tensors(s1, s2, f"{name} optimizer state")
-        assert got["state"]["step"] == want["state"]["step"] == STEPS
+        assert got["state"]["step"] == want["state"]["step"] == steps
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[str, int]]:

@@ -55,3 +55,19 @@ def test_time_budget_schedule_starts_after_the_first_step(small_corpus: Path, on
     # 450 s later, half of the 900 s left after start-up is used.
     clock.started -= 450
     assert clock.progress() == pytest.approx(450 / (1000 - startup), abs=0.01)
+
+
+def test_muon_takes_the_blocks_matrices_and_the_schedule_scales_both_optimizers(small_corpus: Path,
+                                                                                 one_thread: None) -> None:
+    cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", "log.tensorboard=false",
+                                            "train.optimizer=muon", "train.lr=3e-3", "train.muon_lr=0.03"])
+    trainer = Trainer(cfg, Console(quiet=True))
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    on_muon = {names[id(p)] for g in trainer.optimizer.muon.param_groups for p in g["params"]}
+    on_adamw = {names[id(p)] for g in trainer.optimizer.adamw.param_groups for p in g["params"]}
+    assert on_muon == {n for n, p in trainer.model.named_parameters() if n.startswith("blocks.") and p.dim() == 2}
+    assert on_muon.isdisjoint(on_adamw) and on_muon | on_adamw == set(names.values())
+    assert {"tok_emb.weight", "head.weight"} <= on_adamw  # embeddings and head stay on AdamW
+    trainer.step()  # warmup step 1 of 10: both peaks scaled by 1/10
+    assert trainer.optimizer.adamw.param_groups[0]["lr"] == pytest.approx(3e-4)
+    assert trainer.optimizer.muon.param_groups[0]["lr"] == pytest.approx(3e-3)

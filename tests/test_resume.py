@@ -14,6 +14,7 @@ from run_helpers import (
     cli,
     epoch_results,
     load_checkpoint,
+    optimizer_states,
     snapshot,
     start,
     step_losses,
@@ -85,3 +86,23 @@ def test_max_steps_stop_ends_the_run_and_raising_it_continues_the_same_batches(t
     assert [(e[0], e[1]) for e in epoch_results(run)] == [(1, 20), (2, 45)]  # epochs: 1-20, then 21-45
     assert_same_tensors(load_checkpoint(run / "checkpoints" / "last.pt")["model"],
                         load_checkpoint(planned / "checkpoints" / "last.pt")["model"], "last.pt")
+
+
+def test_muon_run_stopped_and_resumed_matches_uninterrupted_run(tmp_path: Path, small_corpus: Path) -> None:
+    """With train.optimizer=muon the checkpoint carries both optimizers (Muon's momentum, AdamW's moments)."""
+    muon = ("--set", "train.optimizer=muon", "--set", "train.epochs=2", "--set", "log.tensorboard=false",
+            "--set", "log.sample_chars=0")
+    cli(*train_args(small_corpus, tmp_path, "whole", *muon), check=True)
+    run = tmp_path / "stopped"
+    proc = start(*train_args(small_corpus, tmp_path, "stopped", *muon))
+    wait_for_step(run, 8, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]
+    assert set(saved) == {"adamw", "muon"}
+    assert all("momentum_buffer" in s for _, s in optimizer_states(saved["muon"]))
+    wrong = cli("train", "--resume", str(run), "--set", "train.optimizer=adamw")
+    assert wrong.returncode == 2 and "was trained with train.optimizer=muon, not adamw" in wrong.stderr
+    cli("train", "--resume", str(run), check=True)
+    assert_same_training(run, tmp_path / "whole", steps=60)

@@ -19,14 +19,15 @@ from attnlm.build import build, init_source
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Vocab, steps_per_epoch
 from attnlm.device import autocast, compile_supported, trust_cpu_isa_flags
-from attnlm.errors import MachineError, NumericalError
+from attnlm.errors import MachineError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.inspect.plots import probe_ids
 from attnlm.interrupts import EXIT_SIGNAL, stop_requests
-from attnlm.optim import build_optimizer, learning_rate
+from attnlm.optim import build_optimizer, learning_rate, skip_update_if
 from attnlm.report import EpochStats
 from attnlm.runs import SUMMARY_FILE, rewind_metrics
 from attnlm.training.clock import Clock
+from attnlm.training.guard import NonFiniteGuard
 from attnlm.training.reporter import Reporter
 from attnlm.training.state import TrainState, checkpoint_payload, restore, rng_states
 
@@ -49,6 +50,7 @@ class Trainer:
         # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
         probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
+        self.guard = NonFiniteGuard(self.device)
         t = cfg.train
         self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size,
                                    distributed.rank_seed(t.seed, self.dist.rank))
@@ -89,6 +91,7 @@ class Trainer:
         self.state = restore(payload, self.model, self.optimizer, self.sampler, self.device, self.dist.rank)
 
     def save(self, best: bool = False) -> None:
+        self.guard.check(self._last_checkpoint)
         payload = self._payload()
         if self.dist.active:
             # Only rank 0 writes, but every rank's batch stream must resume where it stopped.
@@ -126,7 +129,7 @@ class Trainer:
         t, st = self.cfg.train, self.state
         lr = learning_rate(t, st.step, self.total_steps, self.clock.progress())
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices have their own peak (train.muon_lr)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for micro in range(t.grad_accum_steps):
@@ -142,18 +145,16 @@ class Trainer:
             correct += (logits.detach().argmax(-1) == y).sum()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
         loss_sum, correct, grad_norm = self._agree(loss_sum, correct, grad_norm)
-        if not (torch.isfinite(loss_sum) and torch.isfinite(grad_norm)):
-            last = self.run_dir / "checkpoints" / "last.pt"
-            where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
-            what = "loss" if not torch.isfinite(loss_sum) else "gradient norm"
-            raise NumericalError(
-                f"non-finite {what} at step {st.step + 1}; training stopped before the update ({where}); "
-                "lower train.lr or raise train.warmup_steps"
-            )
+        self.guard.check(self._last_checkpoint)  # the step before's verdict, long arrived by now
+        skip_update_if(self.optimizer, self.guard.watch(st.step + 1, loss_sum, grad_norm))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.clock.first_step_done()
         return loss_sum / t.grad_accum_steps, correct
+
+    @property
+    def _last_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
 
     def _agree(self, loss_sum: torch.Tensor, correct: torch.Tensor,
                grad_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -248,6 +249,7 @@ class Trainer:
                 st.step_in_epoch += 1
                 bar.update(1)
                 if st.step % self.cfg.log.print_every == 0:
+                    self.guard.check(self._last_checkpoint)  # a non-finite loss is never logged
                     value = loss.item()
                     bar.set_postfix(loss=f"{value:.4f}")
                     self.reporter.step(st.step, st.epoch, value, self.optimizer.param_groups[0]["lr"])
@@ -279,6 +281,7 @@ class Trainer:
 
     def _end_epoch(self, final: bool) -> None:
         st, t = self.state, self.cfg.train
+        self.guard.check(self._last_checkpoint)
         eval_start = time.perf_counter()
         totals = evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
                           autocast(self.device, self.bf16), shard=(self.dist.rank, self.dist.world),
