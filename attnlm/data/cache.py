@@ -10,7 +10,6 @@ never one that could be taken for a finished cache; the next preparation removes
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from attnlm import locks
 from attnlm.data.memmap import read_meta
 from attnlm.data.sources import SourceFile
 from attnlm.errors import UserError
@@ -87,14 +87,14 @@ class Cache:
         """Held while these sources are prepared; a second process blocks here until the first is done."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / f".{self.slug}-{line[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = locks.open_lock_file(self.root / f".{self.slug}-{line[:16]}.lock")
         except OSError as e:
             raise machine_error(self.root, e, "set data.cache_dir to a folder you can write to") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            locks.lock(fd)
             yield
         finally:
-            os.close(fd)
+            locks.release(fd)
 
     def build(self, key: str, line: str, write: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
         """Run `write(folder)` into a temporary folder and rename it into place (call with the lock held)."""
@@ -131,6 +131,8 @@ class Cache:
 
 
 def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a folder as a file to fsync it
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -165,6 +167,8 @@ def write_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str
 
 
 def _alive(pid: int) -> bool:
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would end that process, not probe it: keep its folder
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
