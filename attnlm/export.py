@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from attnlm import __version__
+from attnlm import __version__, disk
 from attnlm.checkpoint import TEMP_PREFIX, load_model
 from attnlm.config import Config, config_from_dict
 from attnlm.data import Vocab
@@ -62,11 +62,12 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
         "source": {"checkpoint": checkpoint.as_posix(), "step": state.get("step"),
                    "val_loss": state["best_val"] if math.isfinite(state.get("best_val", math.inf)) else None},
     }
+    size = sum(t.numel() * t.element_size() for t in weights.values())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + out.name + ".", dir=out.parent))
     except OSError as e:
-        raise UserError(f"cannot write {out} ({e.strerror}); pass an --out folder you can write to") from None
+        raise disk.write_error(out, e, size) from None
     try:
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -81,6 +82,9 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
         if out.is_dir():
             out.rmdir()  # empty (checked above); a rename cannot replace a folder on Windows
         os.replace(tmp, out)
+    except OSError as e:  # a full or read-only disk: one line (exit 4), and no half-written folder left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk.write_error(out, e, size) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

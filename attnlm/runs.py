@@ -11,15 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlm import disk
+from attnlm import disk, locks
 from attnlm.checkpoint import atomic_write
 from attnlm.config import Config, save_config
 from attnlm.errors import MachineError, UserError
-
-try:
-    import fcntl
-except ImportError:  # Windows: lock_run uses msvcrt instead
-    fcntl = None  # type: ignore[assignment]
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -58,42 +53,22 @@ def folder_bytes(folder: Path) -> int:
 
 def lock_run(folder: Path) -> int:
     """Hold an exclusive lock on a run folder for the rest of this process, so two trainings (a run and a
-    resume of it, or two resumes) can never write one run's checkpoints at once. The kernel drops the lock
-    when the process ends, however it ends, so a killed run never leaves a stale lock behind."""
+    resume of it, or two resumes) can never write one run's checkpoints at once. The OS drops the lock when
+    the process ends, however it ends, so a killed run never leaves a stale lock behind (attnlm.locks)."""
     try:
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = locks.open_lock_file(folder / ".lock")
     except OSError as e:  # a read-only or full disk: nothing could be written into this run anyway
         raise disk.write_error(folder / ".lock", e) from None
-    if not _try_lock(fd):
+    if not locks.try_lock(fd):
         os.close(fd)
         raise UserError(f"run {folder} is being trained by another attnlm process right now; "
                         "let it finish or stop it (Ctrl-C) first") from None
     return fd
 
 
-def _try_lock(fd: int) -> bool:
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-    import msvcrt  # Windows: a byte-range lock (what the filelock package uses there), also dropped at process exit
-
-    try:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError:
-        return False
-    return True
-
-
 def unlock_run(lock: int) -> None:
     """Give back a lock_run lock: a notebook that trains a run and then resumes it lives in one process."""
-    if fcntl is None:  # Windows: unlock before closing (closing alone frees the range only eventually)
-        import msvcrt
-
-        msvcrt.locking(lock, msvcrt.LK_UNLCK, 1)
-    os.close(lock)
+    locks.release(lock)
 
 
 def git_commit(cwd: Path) -> str | None:

@@ -52,3 +52,15 @@ def test_help_and_version_do_not_import_torch() -> None:
         result = subprocess.run([sys.executable, "-c", code, option], cwd=ROOT, capture_output=True, text=True,
                                 timeout=60)
         assert result.stdout.splitlines()[-1] == "torch loaded: False", result.stdout + result.stderr
+
+
+def test_a_lock_is_exclusive_until_given_back(tmp_path: Path) -> None:
+    """Two open files of one lock file conflict like two processes would (flock here, msvcrt on Windows)."""
+    from attnlm import locks
+
+    first, second = locks.open_lock_file(tmp_path / ".lock"), locks.open_lock_file(tmp_path / ".lock")
+    assert locks.try_lock(first)
+    assert not locks.try_lock(second)
+    locks.release(first)
+    assert locks.try_lock(second)
+    locks.release(second)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from attnlm import locks
 from attnlm.data.memmap import read_meta
 from attnlm.data.sources import SourceFile
 from attnlm.errors import UserError
@@ -86,14 +87,14 @@ class Cache:
         """Held while these sources are prepared; a second process blocks here until the first is done."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / f".{self.slug}-{line[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = locks.open_lock_file(self.root / f".{self.slug}-{line[:16]}.lock")
         except OSError as e:
             raise machine_error(self.root, e, "set data.cache_dir to a folder you can write to") from None
         try:
-            _wait_for_lock(fd)
+            locks.lock(fd)
             yield
         finally:
-            os.close(fd)
+            locks.release(fd)
 
     def build(self, key: str, line: str, write: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
         """Run `write(folder)` into a temporary folder and rename it into place (call with the lock held)."""
@@ -127,23 +128,6 @@ class Cache:
             other = read_meta(folder) if folder != keep and folder.is_dir() else None
             if other is not None and all(other.get(k) == meta.get(k) for k in same):
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def _wait_for_lock(fd: int) -> None:
-    """An exclusive lock the OS drops when this process ends, however it ends; blocks while another holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: a byte-range lock on the lock file, retried until it is free
-        import msvcrt
-        import time
-
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                return
-            except OSError:
-                time.sleep(0.1)
-    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -183,6 +167,8 @@ def write_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str
 
 
 def _alive(pid: int) -> bool:
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would end that process, not probe it: keep its folder
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
