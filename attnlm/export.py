@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from attnlm import __version__, disk
 from attnlm.checkpoint import TEMP_PREFIX, load_model
 from attnlm.config import Config, config_from_dict
 from attnlm.data import Vocab
-from attnlm.errors import UserError
+from attnlm.errors import MachineError, UserError
 from attnlm.model import AttnLM
 
 FORMAT = "attnlm-export"
@@ -62,14 +62,18 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
         "source": {"checkpoint": checkpoint.as_posix(), "step": state.get("step"),
                    "val_loss": state["best_val"] if math.isfinite(state.get("best_val", math.inf)) else None},
     }
-    size = sum(t.numel() * t.element_size() for t in weights.values())
+    # Serialized here and written by us: a full disk then raises an OSError we can word (safetensors' own
+    # file writer reports it as a SafetensorError with the OS error inside its text).
+    data = save(weights, metadata={"format": FORMAT})
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + out.name + ".", dir=out.parent))
     except OSError as e:
-        raise disk.write_error(out, e, size) from None
+        if disk.is_fault(e):
+            raise MachineError(f"cannot write {out}: {disk.reason(e)}", disk.fix_for(e)) from None
+        raise UserError(f"cannot write {out} ({e.strerror}); pass an --out folder you can write to") from None
     try:
-        save_file(weights, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / WEIGHTS).write_bytes(data)
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         # ASCII with \u escapes: any JSON reader gets the characters right, whatever its default encoding.
         (tmp / VOCAB).write_text(json.dumps({"chars": list(vocab.chars)}) + "\n", encoding="utf-8")
@@ -82,11 +86,10 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
         if out.is_dir():
             out.rmdir()  # empty (checked above); a rename cannot replace a folder on Windows
         os.replace(tmp, out)
-    except OSError as e:  # a full or read-only disk: one line (exit 4), and no half-written folder left
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise disk.write_error(out, e, size) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # nothing of the export is left behind
+            raise disk.write_error(out, e, len(data) + len(json.dumps(meta))) from None
         raise
     return meta
 

@@ -31,8 +31,9 @@ from run_helpers import (
 
 from attnlm.checkpoint import TEMP_PREFIX, atomic_write
 from attnlm.config import ModelConfig
-from attnlm.data import Vocab
+from attnlm.data import Vocab, prepare_sources
 from attnlm.errors import MachineError
+from attnlm.export import export
 from attnlm.inspect.attention import attention_weights, to_dot, write_graph
 from attnlm.inspect.plots import write_heatmaps
 from attnlm.model import AttnLM
@@ -262,3 +263,22 @@ def test_attention_pictures_into_a_read_only_folder(tmp_path: Path, mounts: Moun
                                                r"the file system is read-only \(EROFS\); make it writable again"):
             write(pictures / name)
     assert list(pictures.iterdir()) == []
+
+
+def test_export_and_prepared_data_into_a_full_disk(tmp_path: Path, trained_run: tuple[Path, object],
+                                                   small_corpus: Path, mounts: Mounts) -> None:
+    """`attnlm export` and the prepared-data cache (`attnlm data prepare`, training's own cache): nothing half
+    written is left; the CLI turns the MachineError into its one line and exit 4."""
+    run, _ = trained_run
+    fs = mounts.tmpfs(tmp_path / "fs", "64k")
+    fill(fs / "ballast", leave=0)
+    with pytest.raises(MachineError, match=rf"could not write {re.escape(str(fs))}/export \(\d+ KB needed\): the disk "
+                                           r"is full \(ENOSPC\); free some space"):
+        export(run / "checkpoints" / "best.pt", fs / "export")
+    for where, call in ((fs / "prepared", lambda: prepare_sources(small_corpus, 0.1, out=fs / "prepared")),
+                        (fs / "cache", lambda: prepare_sources(small_corpus, 0.1, cache_dir=fs / "cache"))):
+        with pytest.raises(MachineError, match=rf"cannot write prepared data to {re.escape(str(where))} \(\d+ KB "
+                                               r"needed\): the disk is full \(ENOSPC\); free some disk space"):
+            call()
+    assert sorted(p.name for p in fs.iterdir()) == ["ballast", "cache"]
+    assert [p.name for p in (fs / "cache").iterdir() if not p.name.endswith(".lock")] == []

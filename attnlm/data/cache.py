@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from attnlm import locks
+from attnlm import disk, locks
 from attnlm.data.memmap import read_meta
 from attnlm.data.sources import SourceFile
-from attnlm.errors import UserError
+from attnlm.errors import MachineError, UserError
 
 HASHED_BELOW = 1 << 20  # files this small are also keyed by content: an edit can keep size and mtime
 TEMP_PREFIX = ".tmp-"
@@ -63,8 +63,12 @@ def key(line: str, prints: list[tuple[int, int, str | None]], vocab: str | None)
     return _digest([line, vocab, prints])
 
 
-def machine_error(what: Path, e: OSError, fix: str) -> UserError:
-    return UserError(f"cannot write prepared data to {what} ({e.strerror or e}); {fix}")
+def machine_error(what: Path, e: OSError, fix: str, size: int | None = None) -> UserError | MachineError:
+    """A refused write: the machine's fault (disk full, read-only: exit 4), or a folder that cannot be (exit 2)."""
+    if not disk.is_fault(e):
+        return UserError(f"cannot write prepared data to {what} ({e.strerror or e}); {fix}")
+    needed = f" ({disk.size_text(size)} needed)" if size else ""
+    return MachineError(f"cannot write prepared data to {what}{needed}: {disk.reason(e)}", fix)
 
 
 class Cache:
@@ -96,8 +100,10 @@ class Cache:
         finally:
             locks.release(fd)
 
-    def build(self, key: str, line: str, write: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
-        """Run `write(folder)` into a temporary folder and rename it into place (call with the lock held)."""
+    def build(self, key: str, line: str, write: Callable[[Path], dict[str, Any]],
+              size: int | None = None) -> tuple[Path, dict[str, Any]]:
+        """Run `write(folder)` into a temporary folder and rename it into place (call with the lock held);
+        `size`: about the bytes it writes, named when the disk refuses them."""
         for leftover in self.root.glob(f"{TEMP_PREFIX}{line[:16]}-*"):
             shutil.rmtree(leftover, ignore_errors=True)  # from a killed preparation: nobody else writes here now
         folder = self.folder(key)
@@ -112,7 +118,7 @@ class Cache:
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             fix = "free some disk space" if e.errno == errno.ENOSPC else "set data.cache_dir to a folder you can write to"
-            raise machine_error(self.root, e, fix) from None
+            raise machine_error(self.root, e, fix, size) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -140,7 +146,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def write_folder(out: Path, write: Callable[[Path], dict[str, Any]], size: int | None = None) -> dict[str, Any]:
     """`attnlm data prepare --out DIR`: the same temporary-folder-then-rename, into a folder of the user's."""
     if out.exists():
         raise UserError(f"{out} already exists; remove it or choose another --out (nothing was overwritten)")
@@ -159,7 +165,7 @@ def write_folder(out: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise machine_error(out, e, "free some disk space" if e.errno == errno.ENOSPC
-                            else "choose an --out you can write to") from None
+                            else "choose an --out you can write to", size) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

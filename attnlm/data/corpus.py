@@ -77,22 +77,23 @@ def prepare_sources(spec: Spec, val_fraction: float, *, separator: str = "\n\n",
         check_splits(what, hit[1]["train"] if val_fraction < 1 else None, hit[1]["val"], block_size)
         return Prepared(*hit, fresh=False)
 
-    def first_pass() -> tuple[Scan, Vocab]:
+    def first_pass() -> tuple[Scan, Vocab, int]:
+        """What was found, the vocabulary, and the bytes its ids take on disk."""
         found = scan(files, strict, chunk_bytes=chunk_bytes, log=log, progress=progress)
         _check_scan(found, strict, what, separator)
         use = check_vocab(found, separator, vocab, what)
         _, n_train, n_val = split_sizes(found, val_fraction, separator)
         check_splits(what, n_train if val_fraction < 1 else None, n_val, block_size)
-        return found, use
+        return found, use, (n_train + n_val) * use.dtype.itemsize
 
     def extra(k: str, imposed: str | None = None) -> dict[str, Any]:
         # "imposed": the vocabulary of the model the text was encoded for, when not the text's own.
         return {"lineage": line, "key": k, "imposed_vocab": imposed, "sources": items}
 
     if out is not None:
-        found, use = first_pass()
+        found, use, size = first_pass()
         meta = write_folder(out, lambda tmp: encode(found, use, val_fraction, separator, tmp, chunk_bytes=chunk_bytes,
-                                                     progress=progress, extra=extra(natural)))
+                                                     progress=progress, extra=extra(natural)), size)
         return Prepared(out, meta, fresh=True)
     ready = lookup()
     if ready is not None:
@@ -101,12 +102,12 @@ def prepare_sources(spec: Spec, val_fraction: float, *, separator: str = "\n\n",
         ready = lookup()  # another process (a torchrun rank) may have prepared it while this one waited
         if ready is not None:
             return ready
-        found, use = first_pass()
+        found, use, size = first_pass()
         imposed = None if use.chars == found.vocab_chars(separator) else use.chars
         k = key(line, prints, imposed)
         folder, meta = cache.build(k, line, lambda tmp: encode(found, use, val_fraction, separator, tmp,
                                                                chunk_bytes=chunk_bytes, progress=progress,
-                                                               extra=extra(k, imposed)))
+                                                               extra=extra(k, imposed)), size)
     return Prepared(folder, meta, fresh=True)
 
 

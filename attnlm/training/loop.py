@@ -201,6 +201,15 @@ class Trainer:
         except MachineError as e:
             self.reporter.close(quiet=True)
             raise self._machine_fault(e) from None
+        except OSError as e:
+            if not disk.is_fault(e):
+                raise
+            # Files are written through attnlm.disk; an unworded fault is the table or sample going to a
+            # stdout redirected into a full or read-only place (`attnlm train ... > log.txt`).
+            disk.silence_stdout()
+            self.reporter.close(quiet=True)
+            raise self._machine_fault(MachineError(f"could not write standard output: {disk.reason(e)}",
+                                                   disk.fix_for(e))) from None
         finally:
             self.reporter.close()
 
