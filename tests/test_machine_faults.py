@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,7 +72,16 @@ class Mounts:
         """`path` (a folder or a file) read-only from now on, for every process; files already open stay as they are."""
         self._mount("--bind", str(path), str(path))
         self.points.append(path)
-        self._mount("-o", "remount,ro,bind", str(path))
+        # The kernel refuses (EBUSY) while a file is open for writing through the new mount, which the training
+        # does for a moment at every logged step: try again until it lands between two writes.
+        for _ in range(200):
+            done = subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            if "busy" not in done.stderr:
+                break
+            time.sleep(0.01)
+        raise AssertionError(f"mount -o remount,ro,bind {path}: {done.stderr.strip()}")
 
     def undo(self, path: Path) -> None:
         subprocess.run(["umount", str(path)], check=True)
