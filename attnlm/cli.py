@@ -141,11 +141,15 @@ def eval_(
 
 
 @app.command(cls=Command)
-def runs(root: Path = typer.Option(Path("runs"), "--dir", metavar="DIR", help="folder holding the runs")) -> None:
-    """List runs with their best val loss, epochs and time."""
+def runs(
+    run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="a run folder: show its epoch table and what "
+                                         "attention learned"),
+    root: Path = typer.Option(Path("runs"), "--dir", metavar="DIR", help="folder holding the runs"),
+) -> None:
+    """List runs with their best val loss, epochs and time; or show one run in detail."""
     from attnlm import commands
 
-    commands.runs(root=root, console=console)
+    commands.runs(root=root, run=run, console=console)
 
 
 @app.command(cls=Command)
@@ -208,6 +212,22 @@ def attention(
     inspect.attention(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer,
                       head=head, mean=mean, words=words, graph=graph, min_weight=min_weight, heatmap=heatmap,
                       device=device, console=console)
+
+
+@app.command(cls=Command)
+def explore(
+    run: Optional[str] = RunOpt,
+    checkpoint: Optional[str] = CheckpointOpt,
+    port: int = typer.Option(8765, "--port", metavar="N", help="port to serve on (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST",
+                             help="address to serve on; another than 127.0.0.1 only if you mean it"),
+    no_browser: bool = typer.Option(False, "--no-browser", help="only print the URL; do not open a browser"),
+    device: str = DeviceOpt,
+) -> None:
+    """Watch attention work in your browser: attention lines, heat maps, the per-head pipeline, training."""
+    from attnlm.explore.server import explore as serve
+
+    serve(run=run, checkpoint=checkpoint, host=host, port=port, open_browser=not no_browser, device=device)
 
 
 @data_app.command("shakespeare", cls=Command)

@@ -133,7 +133,10 @@ def export(*, run: Path, out: Path | None, console: Console) -> None:
                   f"({(out / WEIGHTS).stat().st_size / 1e6:.2f} MB), config.json, vocab.json, model.py", highlight=False)
 
 
-def runs(*, root: Path, console: Console) -> None:
+def runs(*, root: Path, console: Console, run: Path | None = None) -> None:
+    if run is not None:
+        run_detail(run, console)
+        return
     folders = list_run_dirs(root)
     if not folders:
         console.print(f"no runs under {root}/ yet; start one with `attnlm train --config configs/tiny.yaml`")
@@ -161,3 +164,37 @@ def runs(*, root: Path, console: Console) -> None:
                   Text(f"  {epochs} epoch{plural}, {steps} steps, best val {best}, {seconds}, {status}")]
     stacked = Group(*lines)
     print_fitting(console, [boxed, plain, stacked])
+
+
+def run_detail(folder: Path, console: Console) -> None:
+    """One run: its epoch table as training printed it (Observation included) and what each head learned."""
+    import dataclasses
+
+    from attnlm.inspect.attention_stats import measure
+    from attnlm.probe import epoch_files, load_epoch
+    from attnlm.report import EpochStats, EpochTable
+    from attnlm.runs import read_metrics
+
+    if not (folder / "checkpoints").is_dir():
+        raise UserError(f"{folder} is not a run folder (it has no checkpoints/); `attnlm runs` lists the runs")
+    s = summarise_run(folder)
+    best = f", best val loss {s.best_val:.4f}" if s.best_val is not None else ""
+    status = "finished" if s.finished else "resumable" if s.steps else "no epoch yet"
+    console.print(f"run {folder}: {status}, {s.epochs} epochs, {s.steps} steps{best}, {s.seconds:.1f}s", highlight=False)
+    names = {f.name for f in dataclasses.fields(EpochStats)}
+    rows = [r for r in read_metrics(folder) if r.get("kind") == "epoch"]
+    if rows:
+        table = EpochTable(console)
+        for row in rows:
+            stats = EpochStats(**{k: v for k, v in row.items() if k in names})
+            table.add(stats, stats.observation)
+    files = epoch_files(folder)
+    if not files:
+        return
+    epoch, path = max(files.items())
+    saved = load_epoch(path)
+    if len(saved.text) < 2:
+        return
+    console.print(f"\nwhat attention learned by epoch {epoch}, on the probe {saved.text!r}:", highlight=False)
+    for head in measure(saved.weights, saved.text).heads:
+        console.print(f"  {head.summary()}", highlight=False)

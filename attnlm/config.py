@@ -103,8 +103,10 @@ class LogConfig:
     tensorboard: bool = _f(True, "write TensorBoard event files into the run folder")
     sample_chars: int = _f(200, "characters of text sampled at the end of each epoch and of training")
     sample_prompt: str = _f("\n", "prompt for those samples")
-    probe_text: str | None = _f(None, "text whose attention is logged as images (default: from val)")
-    attention_images: bool = _f(True, "log each layer's attention on probe_text to TensorBoard every epoch")
+    probe_text: str | None = _f(None, "text whose attention is saved after every epoch (attention/epoch-NNN.pt, the "
+                                      "explorer's epoch slider) and measured for the Observation column (default: "
+                                      "32 characters of validation text from the start of its first full line of words)")
+    attention_images: bool = _f(True, "also log probe_text's attention to TensorBoard every epoch, one image per head")
     print_every: int = _f(10, "steps between live loss updates on the progress bar")
 
 

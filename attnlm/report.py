@@ -1,4 +1,7 @@
-"""What the user sees in the terminal: the epoch table, its Observation column and the loss chart."""
+"""What the user sees in the terminal: the epoch table, its Observation column and the loss chart.
+
+The attention half of the Observation column comes from attnlm.inspect.attention_stats.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class EpochStats:
     seconds: float  # wall time of this epoch, evaluation included
     elapsed: float  # wall time since training started
     tokens_per_s: float
+    observation: str = ""  # what the table's Observation column said: the loss reading, then attention's
 
     def to_dict(self) -> dict:
         return {"kind": "epoch", **asdict(self)}
@@ -60,6 +64,11 @@ def flat_epochs(history: list[EpochStats]) -> int:
             break
         n += 1
     return n
+
+
+def join_notes(loss_note: str, attention_note: str | None) -> str:
+    """The Observation cell: the loss reading, and on a second line what attention did, if anything."""
+    return loss_note if not attention_note else f"{loss_note}\n{attention_note}"
 
 
 class EpochTable:

@@ -50,8 +50,8 @@ class TBLogger:
                 writer.close()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        if self.writer:
-            for tag, value in values.items():
+        for tag, value in values.items():
+            if self.writer:  # checked each time: a refused write (the first tag's) leaves no writer
                 self._call(self.writer.add_scalar, tag, value, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
@@ -64,17 +64,43 @@ class TBLogger:
         if self.writer:
             self._call(self.writer.add_image, tag, image, step)
 
-    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    def start(self, hparams: dict[str, Any], metric_names: list[str], step: int) -> None:
+        """At the start of a run: the hyperparameters (so an interrupted run has them too) and the chart layout.
+
+        The hparams dashboard reads each metric from the scalar of the same tag, which `finish` writes.
+        """
         if not self.writer:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
-        # Written into this run's own event file (add_hparams would make a sub-run folder).
-        for summary in hparams_summary(clean, metrics):
+        # Written into this run's own event file (add_hparams would make a sub-run folder). The third summary
+        # (session end) waits for `finish`.
+        experiment, session_start, _ = hparams_summary(clean, dict.fromkeys(metric_names, 0.0))
+        for summary in (experiment, session_start):
             if self.writer:
                 self._call(self.writer.file_writer.add_summary, summary, step)
+        # The Custom Scalars tab: train and val on one chart, which the per-tag cards cannot do. Its tags are
+        # regular expressions: unanchored, "loss/train" would also draw loss/train_step.
+        layout = {"attnlm": {
+            "loss: train and val": ["Multiline", ["^loss/train$", "^loss/val$"]],
+            "accuracy: train and val": ["Multiline", ["^accuracy/train$", "^accuracy/val$"]],
+            "loss: every logged step and each epoch": ["Multiline", ["^loss/train_step$", "^loss/train$", "^loss/val$"]],
+        }}
+        if self.writer:
+            self._call(self.writer.add_custom_scalars, layout)
+        self.flush()
+
+    def finish(self, metrics: dict[str, float], step: int) -> None:
+        """At the end of a run: the hparams metrics (as scalars) and the session's end."""
+        if not self.writer:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
         self.scalars(step, metrics)
+        _, _, session_end = hparams_summary({}, metrics)
+        if self.writer:
+            self._call(self.writer.file_writer.add_summary, session_end, step)
 
     def flush(self) -> None:
         if self.writer:

@@ -118,8 +118,9 @@ def step_losses(run: Path) -> list[tuple[int, float]]:
 
 
 def epoch_results(run: Path) -> list[tuple]:
-    """What an epoch row says about the model (its timings naturally differ between runs)."""
-    keys = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+    """What an epoch row says about the model (its timings naturally differ between runs). The Observation is
+    in it: after a resume, what attention did in the first epoch is read against the saved epoch before."""
+    keys = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "observation")
     return [tuple(row[k] for k in keys) for row in metrics(run) if row["kind"] == "epoch"]
 
 

@@ -19,7 +19,7 @@ from attnlm.config import ModelConfig
 from attnlm.data import Vocab
 from attnlm.errors import UserError
 from attnlm.inspect.attention import attention_weights, group_matrix, to_dot, word_groups, write_graph
-from attnlm.inspect.plots import probe_ids, probe_images, write_heatmaps
+from attnlm.inspect.plots import head_images, probe_ids, write_heatmaps
 from attnlm.model import AttnLM
 from attnlm.tblog import TBLogger
 
@@ -144,12 +144,14 @@ def test_probe_images_read_back_from_the_event_file(tmp_path: Path) -> None:
     model, vocab = tiny_model()
     model.train()
     ids = vocab.encode("I love tennis.")
-    images = probe_images(model, ids, "I love tennis.")
+    images = head_images(attention_weights(model, ids), "I love tennis.")
     assert model.training  # the trainer's mode is left alone
-    assert list(images) == ["attention/layer_0", "attention/layer_1"]
+    assert list(images) == [f"attention/layer_{layer}/head_{head}" for layer in (0, 1) for head in (0, 1)]
     logger = TBLogger(tmp_path, enabled=True)
     for tag, image in images.items():
         assert image.dim() == 3 and image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1
+        # Drawn at about TensorBoard's card width, so the card shows the glyphs at their own size.
+        assert 380 <= image.shape[2] <= 440 and image.shape[1] <= 440
         logger.image(tag, image, step=7)
     logger.close()
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
@@ -160,14 +162,14 @@ def test_probe_images_read_back_from_the_event_file(tmp_path: Path) -> None:
         assert event.step == 7 and (event.height, event.width) == tuple(image.shape[1:])
         decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB")))
         assert torch.equal(decoded.permute(2, 0, 1), (image * 255).round().to(torch.uint8))
-    # Different layers attend differently, so their pictures differ.
-    assert not torch.equal(images["attention/layer_0"], images["attention/layer_1"])
+    # Different heads attend differently, so their pictures differ.
+    assert not torch.equal(images["attention/layer_0/head_0"], images["attention/layer_1/head_1"])
 
 
 def test_probe_text_defaults_to_validation_and_is_checked() -> None:
     vocab = Vocab.from_text("abc ")
     val = torch.arange(40) % 4
-    assert torch.equal(probe_ids(None, vocab, val, 16), val[:16])
+    assert torch.equal(probe_ids(None, vocab, val, 16), val[:16])  # no newline: from the start
     assert vocab.decode(probe_ids("a cab", vocab, val, 16)) == "a cab"
     for text, message in (("", "empty"), ("abz", "'z'"), ("a" * 17, "more than model.block_size = 16")):
         with pytest.raises(UserError, match=message):
@@ -216,8 +218,12 @@ def test_trained_run_logs_attention_images(trained_run) -> None:
     run_dir, _ = trained_run
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
-    assert sorted(events.Tags()["images"]) == ["attention/layer_0", "attention/layer_1"]
+    assert sorted(events.Tags()["images"]) == [f"attention/layer_{layer}/head_{head}" for layer in (0, 1) for head in (0, 1)]
     for tag in events.Tags()["images"]:
         shots = events.Images(tag)
         assert len(shots) == 3  # one per epoch of TINY
         assert shots[0].encoded_image_string != shots[-1].encoded_image_string  # attention changed while training
+    # The same attention, as numbers, for the explorer's epoch slider: a few KB per epoch.
+    files = sorted((run_dir / "attention").iterdir())
+    assert [f.name for f in files] == ["epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
+    assert all(f.stat().st_size < 8000 for f in files)

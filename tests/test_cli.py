@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,15 +37,46 @@ def test_tensorboard_event_files_hold_the_scalars(trained_run) -> None:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    for tag in ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "throughput/tokens_per_s"):
+    for tag in ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "throughput/tokens_per_s"):
         assert tag in tags, tag
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [30, 60, 90]
+    for tag in ("lr", "grad_norm", "loss/train_step"):  # every log.print_every (10) steps
+        assert [e.step for e in acc.Scalars(tag)] == list(range(10, 91, 10)), tag
+    assert all(e.value > 0 for e in acc.Scalars("grad_norm"))
     val = [e.value for e in acc.Scalars("loss/val")]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     metrics = [r["val_loss"] for r in rows if r["kind"] == "epoch"]
     assert val == pytest.approx(metrics, rel=1e-6)
     assert "sample/text_summary" in acc.Tags()["tensors"]  # the text sample of each epoch
+    assert [e.step for e in acc.Tensors("observation/text_summary")] == [30, 60, 90]
+
+
+def test_tensorboard_has_hparams_from_the_start_and_a_train_val_chart(trained_run) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir, _ = trained_run
+    [events_file] = run_dir.glob("events.out.tfevents.*")
+    order, hparams, layout = [], None, None
+    for event in EventFileLoader(str(events_file)).Load():
+        for value in event.summary.value:
+            order.append(value.tag)
+            plugin = value.metadata.plugin_data
+            if plugin.plugin_name == "hparams" and value.tag == "_hparams_/session_start_info":
+                hparams = plugin_data_pb2.HParamsPluginData.FromString(plugin.content).session_start_info.hparams
+            if value.tag == "custom_scalars__config__":
+                layout = layout_pb2.Layout.FromString(value.tensor.string_val[0])
+    # Written before the first training step, so an interrupted run has them too.
+    assert order.index("_hparams_/session_start_info") < order.index("loss/train_step")
+    assert "_hparams_/session_end_info" in order  # the finished run closed its session
+    assert hparams["data.val_fraction"].number_value == pytest.approx(0.1)
+    assert hparams["model.n_layer"].number_value == 2 and hparams["train.batch_size"].number_value == 16
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    scalars = {tag for tag in order if "/" in tag or tag in ("lr", "grad_norm")}
+    drawn = {tag for tag in scalars if any(re.search(pattern, tag) for pattern in charts["loss: train and val"])}
+    assert drawn == {"loss/train", "loss/val"}  # the chart's patterns pick exactly these two
 
 
 def test_sample_is_deterministic_and_streams(trained_run) -> None:
@@ -71,10 +103,17 @@ def test_eval_on_the_validation_split_and_on_a_given_text(trained_run, small_cor
     assert "59,999 predictions" in other.stdout
 
 
-def test_runs_lists_the_run(trained_run) -> None:
-    run_dir, _ = trained_run
+def test_runs_lists_the_run_and_shows_one_in_detail(trained_run) -> None:
+    run_dir, train = trained_run
     result = run_cli("runs", "--dir", str(run_dir.parent), check=True)
     assert run_dir.name in result.stdout and "finished" in result.stdout
+    detail = run_cli("runs", str(run_dir), check=True).stdout
+    table = [line for line in train.stdout.splitlines() if line.startswith("Epoch")][0]
+    assert table in detail and "starts learning" in detail  # the epoch table as training printed it
+    assert "what attention learned by epoch 3" in detail
+    assert all(f"L{layer}H{head}  entropy" in detail for layer in (0, 1) for head in (0, 1))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["observation"].splitlines()[0] in detail for r in rows if r["kind"] == "epoch"] == [True] * 3
 
 
 def test_python_dash_m_and_console_script_agree() -> None:

@@ -25,8 +25,6 @@ import torch
 from attnlm import disk
 from attnlm.checkpoint import atomic_write
 from attnlm.data import Vocab
-from attnlm.inspect.attention import attention_weights
-from attnlm.model import AttnLM
 from attnlm.text import check_png, code_point, encode_checked, show_char
 
 
@@ -126,7 +124,8 @@ def _quiet_glyphs() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _draw(ax: Any, w: torch.Tensor, lettering: Lettering | None, title: str) -> Any:
+def _draw(ax: Any, w: torch.Tensor, lettering: Lettering | None, title: str, label_size: float | None = None,
+          axis_size: float = 7) -> Any:
     """One (T, T) heat map; the masked future is grey so it reads as "cannot see", not as "weight 0"."""
     import numpy as np
 
@@ -139,7 +138,7 @@ def _draw(ax: Any, w: torch.Tensor, lettering: Lettering | None, title: str) -> 
     ax.set_title(title, fontsize=9)
     if lettering is not None:
         labels = lettering.labels()
-        size = 8 if T <= 24 else 6
+        size = label_size or (8 if T <= 24 else 6)
         ax.set_xticks(range(T), labels, fontsize=size, fontfamily=lettering.families)
         ax.set_yticks(range(T), labels, fontsize=size, fontfamily=lettering.families)
         for tick in ax.get_xticklabels():
@@ -150,8 +149,8 @@ def _draw(ax: Any, w: torch.Tensor, lettering: Lettering | None, title: str) -> 
     else:
         ax.set_xticks([])
         ax.set_yticks([])
-    ax.set_xlabel("attended character", fontsize=7)
-    ax.set_ylabel("query character", fontsize=7)
+    ax.set_xlabel("attended character", fontsize=axis_size)
+    ax.set_ylabel("query character", fontsize=axis_size)
     return image
 
 
@@ -193,23 +192,39 @@ def _to_image(fig: Any) -> torch.Tensor:
     return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255.0
 
 
-def probe_images(model: AttnLM, ids: torch.Tensor, chars: str | None = None) -> dict[str, torch.Tensor]:
-    """One image per layer, its heads side by side: {"attention/layer_0": (3, H, W) floats in [0, 1], ...}.
+def head_image(w: torch.Tensor, lettering: Lettering, title: str) -> torch.Tensor:
+    """One head's (T, T) weights as a (3, H, W) image that reads at TensorBoard's card size.
 
-    ids: (T,) the probe text; chars: its characters for the axes. The model's mode is left as it was.
+    TensorBoard's Time Series cards show an image in a 215-pixel-high box, so the figure is laid out for
+    that size (glyphs of 6-7 pt, about 9 px there) and drawn at twice the resolution, which stays sharp on
+    a high-density screen and with the card's "actual size" toggle. Up to 16 characters fit legibly.
     """
-    images = {}
-    lettering = Lettering(chars) if chars is not None else None
-    for layer, w in enumerate(attention_weights(model, ids)):  # w: (H, T, T)
-        fig = _figure([w], lettering, f"layer {layer},")
-        images[f"attention/layer_{layer}"] = _to_image(fig)
-    return images
+    T = w.shape[-1]
+    fig = _new_figure(figsize=(2.15, 2.15), dpi=200, layout="constrained")
+    ax = fig.subplots()
+    image = _draw(ax, w, lettering, title, label_size=6.5 if T <= 16 else 5, axis_size=5.5)
+    ax.title.set_fontsize(7)
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02, aspect=25, ticks=[0, 0.5, 1])
+    colorbar.ax.tick_params(labelsize=5.5, length=2)
+    return _to_image(fig)
+
+
+def head_images(weights: list[torch.Tensor], chars: str) -> dict[str, torch.Tensor]:
+    """One image per head: {"attention/layer_0/head_0": (3, H, W) floats in [0, 1], ...}.
+
+    weights: per layer (H, T, T), the probe's attention; chars: its characters for the axes.
+    """
+    lettering = Lettering(chars)
+    return {f"attention/layer_{layer}/head_{head}": head_image(w[head], lettering, f"layer {layer}, head {head}")
+            for layer, w in enumerate(weights) for head in range(w.shape[0])}
 
 
 def probe_ids(probe_text: str | None, vocab: Vocab, val: torch.Tensor, block_size: int) -> torch.Tensor:
-    """The probe text as ids (T,): log.probe_text, or else the first block_size characters of validation."""
+    """The probe text as ids (T,): log.probe_text, or else a short line of validation text."""
     if probe_text is None:
-        return val[:block_size].to(torch.long, copy=True)  # not a view into the memory-mapped corpus
+        from attnlm.probe import default_probe
+
+        return default_probe(val, vocab, block_size)
     return encode_checked(
         probe_text, vocab, "log.probe_text", block_size, empty_hint="set it to some text, or to null to probe with "
         "validation text", never_saw="the corpus does not", fix="change the text or set it to null",

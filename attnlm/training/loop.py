@@ -149,6 +149,7 @@ class Trainer:
         skip_update_if(self.optimizer, self.guard.watch(st.step + 1, loss_sum, grad_norm))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.last_grad_norm = grad_norm  # the reporter logs it every log.print_every steps
         self.clock.first_step_done()
         return loss_sum / t.grad_accum_steps, correct
 
@@ -261,7 +262,8 @@ class Trainer:
                     self.guard.check(self._last_checkpoint)  # a non-finite loss is never logged
                     value = loss.item()
                     bar.set_postfix(loss=f"{value:.4f}")
-                    self.reporter.step(st.step, st.epoch, value, self.optimizer.param_groups[0]["lr"])
+                    self.reporter.step(st.step, st.epoch, value, self.optimizer.param_groups[0]["lr"],
+                                       float(self.last_grad_norm))
                 if self.stop_signal is not None or (t.checkpoint_every and st.step % t.checkpoint_every == 0
                                                     and st.step_in_epoch < self.steps_per_epoch):
                     self._fold_epoch_totals(epoch_loss, epoch_correct, st.step_in_epoch - steps_before, step_clock)

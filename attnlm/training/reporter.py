@@ -1,5 +1,6 @@
 """What a run tells and leaves behind besides its checkpoints: the header line, the epoch table, TensorBoard,
-metrics.jsonl, samples, attention images, summary.json and the final report. Only rank 0 reports; on the
+metrics.jsonl, samples, the probe's attention (attention/epoch-NNN.pt, images, observations), summary.json and
+the final report. Only rank 0 reports; on the
 other ranks of a torchrun job every method returns at once."""
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from attnlm import disk
 from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
 from attnlm.generation import SamplingOptions, generate
-from attnlm.inspect.plots import probe_images
 from attnlm.model import AttnLM
-from attnlm.report import EpochStats, EpochTable, loss_chart, observation
+from attnlm.probe import AttentionProbe
+from attnlm.report import EpochStats, EpochTable, join_notes, loss_chart, observation
 from attnlm.runs import METRICS_FILE, SUMMARY_FILE
 from attnlm.tblog import TBLogger
 from attnlm.training.state import TrainState
@@ -45,7 +46,7 @@ class Reporter:
         self.vocab = corpus.vocab
         self.corpus = corpus
         self.eval_plan = EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
-        self.probe = probe  # (T,) ids of the text whose attention is pictured every epoch
+        self.probe = AttentionProbe(probe, corpus.vocab, write=is_main)  # its attention is recorded every epoch
         self.is_main = is_main
         self.table = EpochTable(console, cfg.train.epochs)
         self.run_dir = Path(cfg.log.dir)
@@ -58,6 +59,9 @@ class Reporter:
         # later points can be repeated; purging from the checkpoint's own step would drop points never rewritten.
         self.tb = TBLogger(run_dir, self.cfg.log.tensorboard and self.is_main,
                            purge_step=resumed_at + 1 if resumed_at is not None else None)
+        self.tb.start({f"{section}.{k}": v for section in ("data", "model", "train")
+                       for k, v in asdict(getattr(self.cfg, section)).items()},
+                      ["hparam/best_val_loss", "hparam/final_val_loss", "hparam/final_val_accuracy"], resumed_at or 0)
 
     def close(self, quiet: bool = False) -> None:
         """`quiet`: training stopped for a fault of the machine; its message says all, TensorBoard adds nothing."""
@@ -95,24 +99,30 @@ class Reporter:
             highlight=False,
         )
 
-    def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
+    def step(self, step: int, epoch: int, loss: float, lr: float, grad_norm: float) -> None:
         if not self.is_main:
             return
-        self.tb.scalars(step, {"loss/train_step": loss})
-        self.append_metrics({"kind": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr})
+        self.tb.scalars(step, {"loss/train_step": loss, "lr": lr, "grad_norm": grad_norm})
+        self.append_metrics({"kind": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr,
+                             "grad_norm": grad_norm})
 
     def epoch(self, stats: EpochStats, history: list[EpochStats], final: bool) -> None:
-        """The epoch's record: one row of the table, its scalars and its metrics line. Written before the
-        epoch's checkpoint, so a resume from an older checkpoint rewinds them (metrics.jsonl by step,
-        TensorBoard by purge_step) and an uninterrupted run and a resumed one log the same."""
+        """The epoch's record: one row of the table, its scalars, the probe's attention and its metrics line.
+        Written before the epoch's checkpoint, so a resume from an older checkpoint rewinds them (metrics.jsonl
+        by step, TensorBoard by purge_step, attention/ rewritten) and an uninterrupted run and a resumed one log
+        the same."""
         if not self.is_main:
             return
-        self.table.add(stats, observation(history, final))
+        # The probe's attention after this epoch: saved for the explorer and read for the Observation column.
+        attention_note = self.probe.end_epoch(self.model, self.run_dir, stats.epoch, stats.step)
+        stats.observation = join_notes(observation(history, final), attention_note)
+        self.table.add(stats, stats.observation)
         self.tb.scalars(stats.step, {
             "loss/train": stats.train_loss, "loss/val": stats.val_loss,
             "accuracy/train": stats.train_accuracy, "accuracy/val": stats.val_accuracy,
-            "lr": stats.lr, "throughput/tokens_per_s": stats.tokens_per_s,
+            "throughput/tokens_per_s": stats.tokens_per_s,
         })
+        self.tb.text("observation", stats.observation, stats.step)
         self.append_metrics(stats.to_dict())
 
     def epoch_extras(self, stats: EpochStats) -> None:
@@ -124,12 +134,8 @@ class Reporter:
             self.optional(f"epoch {stats.epoch}'s sample",
                           lambda: self.tb.text("sample", self.sample(self.cfg.log.sample_chars), stats.step))
         if self.cfg.log.tensorboard and self.cfg.log.attention_images:
-            def images() -> None:
-                # One heat-map grid per layer at every epoch, so TensorBoard's slider shows attention forming.
-                for tag, image in probe_images(self.model, self.probe, self.vocab.decode(self.probe)).items():
-                    self.tb.image(tag, image, stats.step)
-
-            self.optional(f"epoch {stats.epoch}'s attention images", images)
+            # One image per head at every epoch, so TensorBoard's slider shows attention forming.
+            self.optional(f"epoch {stats.epoch}'s attention images", lambda: self.probe.log_images(self.tb, stats.step))
 
     def optional(self, what: str, work: Callable[[], object]) -> None:
         """Run an optional step; a failure is one line on stderr, never the end of the run."""
@@ -181,10 +187,8 @@ class Reporter:
                 self.console.print(f"val loss measured on {self.eval_plan.describe()}; `attnlm eval --full` "
                                    "evaluates all of them", highlight=False)
             last = st.history[-1]
-            self.tb.hparams({**{f"model.{k}": v for k, v in asdict(self.cfg.model).items()},
-                             **{f"train.{k}": v for k, v in asdict(self.cfg.train).items()}},
-                            {"hparam/best_val_loss": st.best_val, "hparam/final_val_loss": last["val_loss"],
-                             "hparam/final_val_accuracy": last["val_accuracy"]}, st.step)
+            self.tb.finish({"hparam/best_val_loss": st.best_val, "hparam/final_val_loss": last["val_loss"],
+                            "hparam/final_val_accuracy": last["val_accuracy"]}, st.step)
         summary = {"best_val_loss": st.best_val, "best_epoch": st.best_epoch, "steps": st.step,
                    "epochs": len(st.history), "seconds": st.elapsed}
         # Atomic like the checkpoints: `attnlm runs` reads a run as finished when this file exists.

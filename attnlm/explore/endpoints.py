@@ -1,0 +1,159 @@
+"""The explorer's JSON answers: check a request, ask the model (through model_access), shape the reply.
+
+Each handler takes the parsed request (query parameters or a JSON body, as a dict) and returns a dict to send
+as JSON, or raises ApiError with the HTTP status and a message the page shows as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from attnlm.errors import UserError
+from attnlm.explore.model_access import TOP_K, ExploredModel
+
+MAX_SAMPLE = 500
+DECIMALS = 5  # weights to 1e-5: the page shows two decimals, tests compare with the model at 1e-4
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _rounded(t: torch.Tensor, decimals: int = DECIMALS) -> Any:
+    return torch.round(t.double(), decimals=decimals).tolist()
+
+
+def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    """One field of a request, of the given type, or a 400 naming the field."""
+    if name not in request or request[name] is None:
+        if default is None:
+            raise ApiError(400, f"missing field '{name}'")
+        return default
+    value = request[name]
+    if kind is int and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ApiError(400, f"field '{name}' must be {'text' if kind is str else 'a number'}, got {value!r}"[:200])
+    return value
+
+
+def _in_range(name: str, value: int, count: int) -> int:
+    if not 0 <= value < count:
+        raise ApiError(400, f"{name} {value} is out of range: the model has {count} ({name} 0 to {count - 1})")
+    return value
+
+
+def _text(m: ExploredModel, request: dict[str, Any]) -> str:
+    text = _field(request, "text", str, "")
+    if len(text) > 100_000:
+        raise ApiError(413, "the text is far longer than any model context; shorten it")
+    try:
+        m.check_text(text)
+    except UserError as e:
+        raise ApiError(400, str(e)) from None
+    return text
+
+
+def info(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
+    cfg = m.config.model
+    return {
+        "source": m.source,
+        "run": str(m.run_dir) if m.run_dir else None,
+        "model": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "block_size": cfg.block_size,
+                  "pos": cfg.pos, "mlp": cfg.mlp, "params": m.module.num_params()},
+        "vocab": m.vocab.chars,
+        "default_text": m.default_text(),
+        "attention_epochs": m.attention_epochs(),
+    }
+
+
+def analyze(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
+    """Attention of every layer and head, the same between words, and the top next characters per position."""
+    a = m.analyze(_text(m, request))
+    p, ids = a.probs.topk(min(TOP_K, a.probs.shape[-1]), dim=-1)  # (T, K)
+    predictions = [[{"char": m.vocab.chars[i], "label": m.label(m.vocab.chars[i]), "p": round(q, 4)}
+                    for q, i in zip(qs, js, strict=True)] for qs, js in zip(p.tolist(), ids.tolist(), strict=True)]
+    return {
+        "text": a.text,
+        "labels": [m.label(c) for c in a.text],
+        "weights": _rounded(a.weights),
+        "predictions": predictions,
+        "words": {"labels": [label for label, _ in a.words], "positions": [pos for _, pos in a.words],
+                  "weights": _rounded(a.word_weights)},
+    }
+
+
+def trace(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
+    """One head's computation for one query position i, with the model's numbers: x_i, q_i, every k_j and
+    v_j, the scores q_i.k_j / sqrt(d), the softmax row a_i and z_i = sum_j a_ij v_j."""
+    text = _text(m, request)
+    cfg = m.config.model
+    layer = _in_range("layer", _field(request, "layer", int, 0), cfg.n_layer)
+    head = _in_range("head", _field(request, "head", int, 0), cfg.n_head)
+    i = _in_range("query", _field(request, "query", int, len(text) - 1), len(text))
+    t = m.trace(text, layer, head).tensors  # each (1, ...)
+    q, k, v = t["q"][0], t["k"][0], t["v"][0]  # (T, D)
+    row = t["weights"][0, i]  # (T,)
+    weighted = row[: i + 1, None] * v[: i + 1]  # (i+1, D): a_ij v_j
+    z = t["out"][0, i]  # (D,) the head's output, which run_trace checked against the model's own
+    return {
+        "text": text, "labels": [m.label(c) for c in text], "layer": layer, "head": head, "query": i,
+        "d": q.shape[-1], "sqrt_d": math.sqrt(q.shape[-1]),
+        "x": _rounded(t["attn_in"][0, i]),
+        "q": _rounded(q[i]), "k": _rounded(k), "v": _rounded(v),
+        "scores": [round(float(s), DECIMALS) if j <= i else None for j, s in enumerate(t["scores"][0, i].tolist())],
+        "weights": _rounded(row),
+        "weighted_v": _rounded(weighted),
+        "z": _rounded(z),
+        "row_sum": float(row.sum()),
+        "sum_error": float((weighted.sum(0) - z).abs().max()),
+    }
+
+
+def sample(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
+    text = _text(m, request)
+    n = _field(request, "n", int, 200)
+    seed = _field(request, "seed", int, 0)
+    temperature = _field(request, "temperature", float, 0.8)
+    if not 1 <= n <= MAX_SAMPLE:
+        raise ApiError(400, f"n must be between 1 and {MAX_SAMPLE} characters, got {n}")
+    if not (0 < temperature <= 10 and math.isfinite(temperature)):
+        raise ApiError(400, f"temperature must be in (0, 10], got {temperature}")
+    return {"text": text, "seed": seed, "temperature": temperature, "continuation": m.sample(text, n, seed, temperature)}
+
+
+def training(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
+    return {"run": str(m.run_dir) if m.run_dir else None, "epochs": m.epochs(),
+            "steps": [{k: r.get(k) for k in ("step", "loss", "lr", "grad_norm")} for r in m.steps()],
+            "attention_epochs": m.attention_epochs()}
+
+
+def epoch(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
+    n = _field(request, "epoch", int)
+    try:
+        saved = m.epoch_attention(n)
+    except UserError as e:
+        raise ApiError(404, str(e)) from None
+    return {"epoch": saved.epoch, "step": saved.step, "text": saved.text, "labels": [m.label(c) for c in saved.text],
+            "weights": _rounded(saved.weights)}
+
+
+ROUTES: dict[str, Callable[[ExploredModel, dict[str, Any]], dict[str, Any]]] = {
+    "/api/info": info, "/api/analyze": analyze, "/api/trace": trace, "/api/sample": sample,
+    "/api/training": training, "/api/epoch": epoch,
+}

@@ -1,0 +1,119 @@
+"""The explorer in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright.
+
+It loads the page for a trained run, types a text, clicks a character, reads the drawn attention weights
+from the page and checks them against the model, follows the pipeline, moves the epoch slider and takes a
+screenshot. CI (.ci/run) installs Chromium and sets ATTNLM_REQUIRE_BROWSER=1, which turns a missing browser
+into a failure; elsewhere the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlm.explore.model_access import ExploredModel
+from attnlm.explore.server import start
+from attnlm.inspect.attention import attention_weights
+from attnlm.probe import epoch_files, load_epoch
+
+REQUIRED = os.environ.get("ATTNLM_REQUIRE_BROWSER") == "1"
+# Flags for a sandbox-less container and a machine with no network: nothing is fetched at start-up.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+TEXT = "To be, or not to be"
+
+
+def chromium() -> str:
+    """The system Chromium, or a skip (a failure under ATTNLM_REQUIRE_BROWSER=1) saying what is missing."""
+    found = os.environ.get("ATTNLM_CHROMIUM") or next(
+        (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    problem = None
+    if found is None:
+        problem = "no Chromium found (Debian/Ubuntu: sudo apt-get install chromium; or set ATTNLM_CHROMIUM)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is missing (pip install -e '.[dev]')"
+    if problem:
+        if REQUIRED:
+            pytest.fail(f"ATTNLM_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(f"browser test skipped: {problem}")
+    return found
+
+
+def drawn_row(page, svg: str) -> dict[int, float]:
+    """{key position: weight} of the lines drawn in one SVG, read from the page."""
+    edges = page.locator(f"{svg} path.edge").evaluate_all(
+        "paths => paths.map(p => [Number(p.dataset.to), Number(p.dataset.weight)])")
+    return {int(j): w for j, w in edges}
+
+
+def as_row(drawn: dict[int, float], n: int) -> torch.Tensor:
+    assert sorted(drawn) == list(range(n)), drawn  # one line to each earlier character and itself, no more
+    return torch.tensor([drawn[j] for j in range(n)])
+
+
+def test_the_page_in_a_real_browser(trained_run, tmp_path: Path) -> None:
+    executable = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    run_dir, _ = trained_run
+    model = ExploredModel.open(str(run_dir), None)
+    server = start(model)
+    errors: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(server.url)
+            expect(page.locator("#lines path.edge").first).to_be_attached()
+
+            # Type a text: the strip gets a column per character, with the model's top 5 under each.
+            box = page.locator("#text")
+            box.fill(TEXT[:-1])
+            box.press_sequentially(TEXT[-1])
+            expect(page.locator("#strip .pos")).to_have_count(len(TEXT))
+            expect(page.locator("#strip .pos").nth(3).locator(".pred")).to_have_count(5)
+
+            # Click a character: lines run to every earlier character with the model's weights.
+            weights = attention_weights(model.module, model.vocab.encode(TEXT))  # per layer (H, T, T)
+            page.locator("#lines g.char[data-index='7']").click()
+            expect(page.locator("#strip .pos.selected")).to_have_attribute("data-index", "7")
+            assert torch.allclose(as_row(drawn_row(page, "#lines"), 8), weights[0][0, 7, :8], atol=1e-4)
+            page.select_option("#layer", "1")
+            page.select_option("#head", "1")
+            assert torch.allclose(as_row(drawn_row(page, "#lines"), 8), weights[1][1, 7, :8], atol=1e-4)
+
+            page.click("#tabs button[data-tab=heatmap]")
+            expect(page.locator("#heatmaps rect.hm")).to_have_count(len(TEXT) ** 2)
+
+            # The pipeline for that head and query: its softmax row is the same row again.
+            page.click("#tabs button[data-tab=pipeline]")
+            cells = page.locator("#softmax td")
+            expect(cells).to_have_count(len(TEXT))
+            shown = torch.tensor([float(c) for c in cells.all_inner_texts()])
+            assert torch.allclose(shown, weights[1][1, 7], atol=6e-4)  # printed with three decimals
+
+            # Training: move the epoch slider back to epoch 1 and see that epoch's saved attention.
+            page.click("#tabs button[data-tab=training]")
+            expect(page.locator("#epoch-table tr[data-epoch]")).to_have_count(3)
+            expect(page.locator("#epoch-label")).to_contain_text("after epoch 3")
+            page.locator("#epoch").evaluate("s => { s.value = 1; s.dispatchEvent(new Event('input')); }")
+            expect(page.locator("#epoch-label")).to_contain_text("after epoch 1 (step 30)")
+            first = load_epoch(epoch_files(run_dir)[1])
+            T = len(first.text)
+            assert torch.allclose(as_row(drawn_row(page, "#epoch-lines"), T), first.weights[1, 1, T - 1], atol=1e-4)
+            page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (tmp_path / "explore.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert errors == []
