@@ -112,8 +112,8 @@ class AttentionProbe:
     """What the trainer calls at the end of each epoch; only the main process (rank 0) does anything."""
 
     def __init__(self, ids: torch.Tensor, vocab: Vocab, write: bool) -> None:
-        self.ids = ids  # (T,)
-        self.text = vocab.decode(ids)
+        self.ids = ids.long()  # (T,)
+        self.text = vocab.decode(self.ids)
         self.write = write
         self.previous: AttentionStats | None = None
         self.weights: list[torch.Tensor] | None = None  # per layer (H, T, T), after the last epoch
