@@ -276,6 +276,13 @@ function vectorTable(parent, name, values) {
   return t;
 }
 
+// The header row of a per-key table (scores, softmax): "j", then each key's index and character.
+function keyHeader(table, labels) {
+  const row = html("tr", {}, table);
+  html("th", {}, row, "j");
+  labels.forEach((label, j) => html("th", {}, row, `${j} ${label}`));
+}
+
 function stage(parent, title, math) {
   const s = html("div", { class: "stage" }, parent);
   html("h3", {}, s, title);
@@ -327,18 +334,14 @@ function drawPipeline(t) {
 
   s = stage(box, "3. Scores", `s${sub(i)}ⱼ = q${sub(i)} · k_j / √${t.d} = q${sub(i)} · k_j / ${fmt(t.sqrt_d, 3)}`);
   const sc = html("table", { class: "nums", id: "scores" }, s);
-  const sh = html("tr", {}, sc);
-  html("th", {}, sh, "j");
-  t.labels.forEach((label, j) => html("th", {}, sh, `${j} ${label}`));
+  keyHeader(sc, t.labels);
   const sr = html("tr", {}, sc);
   html("th", {}, sr, "score");
   t.scores.forEach((v) => html("td", {}, sr, v === null ? "masked" : fmt(v)));
 
   s = stage(box, "4. Softmax", `a${sub(i)}ⱼ = exp(s${sub(i)}ⱼ) / Σ exp(s${sub(i)}ₖ): the row sums to 1, the future gets 0`);
   const wt = html("table", { class: "nums", id: "softmax" }, s);
-  const wh = html("tr", {}, wt);
-  html("th", {}, wh, "j");
-  t.labels.forEach((label, j) => html("th", {}, wh, `${j} ${label}`));
+  keyHeader(wt, t.labels);
   const wr = html("tr", {}, wt);
   html("th", {}, wr, "weight");
   t.weights.forEach((v, j) => html("td", { "data-to": j, style: `background:${j <= i ? shade(v) : "transparent"};color:${v > 0.45 ? "white" : "inherit"}` }, wr, fmt(v, 3)));
