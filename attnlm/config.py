@@ -51,8 +51,8 @@ class ModelConfig:
     tie_weights: bool = _f(False, "share the token embedding matrix with the output head")
     bias: bool = _f(False, "use biases in linear layers and norms")
     attention: str = _f("auto", "attention kernel: sdpa (F.scaled_dot_product_attention), math (the explicit "
-                                "softmax(QK^T/sqrt(d))V) or auto: math on CPU for contexts up to 64, where it "
-                                "measured faster than the CPU flash kernel, sdpa elsewhere")
+                                "softmax(QK^T/sqrt(d))V) or auto: math under CPU bf16 autocast for contexts up to 64, "
+                                "where it measured faster than the CPU flash kernel, sdpa elsewhere")
 
 
 @dataclass

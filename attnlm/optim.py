@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from attnlm.config import TrainConfig
+from attnlm.device import cpu_has_bf16
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer | MuonAdamW:
@@ -25,12 +26,68 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
     no_decay = [p for _, p in rest if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
               {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-    adamw = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    # The fused kernel: one pass over all parameters instead of ~10 small ops each. On 2 CPU cores it took
+    # 0.7 ms a step for the 0.8M-parameter model where the per-tensor loop took 4.3 ms (AVX2 EPYC).
+    adamw = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cuda", "cpu"))
     if not hidden:
         return adamw
-    muon = torch.optim.Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                            momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
+    muon = Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                weight_decay=cfg.muon_weight_decay, ns_dtype=newton_schulz_dtype(device))
     return MuonAdamW(muon, adamw)
+
+
+def newton_schulz_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where its matmuls are native (CUDA, or a CPU with AVX512-BF16/AMX); fp32 elsewhere, where a bf16
+    matmul is emulated: ~40x slower than fp32 on an AVX2-only EPYC, which made Muon's step ~0.8 s there."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def orthogonalize(g: torch.Tensor, steps: int, coefficients: tuple[float, float, float], eps: float,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Newton-Schulz: g's nearest semi-orthogonal matrix, roughly (U S' V^T with S' ~ 1 rather than U V^T),
+    computed in `dtype`. The quintic X <- aX + (bA + cA^2)X with A = X X^T is torch.optim.Muon's, step for step."""
+    a, b, c = coefficients
+    x = g.to(dtype)
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T  # iterate on the wide side: A = X X^T is then the smaller square
+    x = x.div(x.norm().clamp(min=eps))  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T                                    # A = X X^T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # bA + cA^2
+        x = torch.addmm(x, poly, x, beta=a)               # aX + (bA + cA^2) X
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (momentum, Nesterov, then each matrix's update orthogonalized) with the Newton-Schulz
+    iteration in `ns_dtype`: torch's always iterates in bf16. Same state and state_dict as torch's, so
+    checkpoints move between the two; with ns_dtype=bf16 the updates are torch's bit for bit (tested)."""
+
+    def __init__(self, params: Any, *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype  # not a group hyperparameter: saved optimizer states from torch's Muon still load
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # noqa: ARG002 - the trainer never passes a closure
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = orthogonalize(update, group["ns_steps"], group["ns_coefficients"], group["eps"], self.ns_dtype)
+                rows, cols = p.shape
+                scale = math.sqrt(max(1.0, rows / cols))  # torch's default ("original") lr adjustment
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * scale)
 
 
 class MuonAdamW:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 
 from attnlm.config import TrainConfig, load_config
@@ -71,3 +72,47 @@ def test_muon_takes_the_blocks_matrices_and_the_schedule_scales_both_optimizers(
     trainer.step()  # warmup step 1 of 10: both peaks scaled by 1/10
     assert trainer.optimizer.adamw.param_groups[0]["lr"] == pytest.approx(3e-4)
     assert trainer.optimizer.muon.param_groups[0]["lr"] == pytest.approx(3e-3)
+
+
+def test_muon_matches_torch_muon_in_bf16_and_iterates_in_fp32_where_bf16_is_emulated() -> None:
+    """attnlm's Muon is torch.optim.Muon with the Newton-Schulz dtype as a choice: in bf16 the same update bit
+    for bit; in fp32 (CPUs without native bf16 matmuls) the same direction to within bf16's rounding."""
+    from attnlm.optim import Muon
+
+    torch.manual_seed(0)
+    shapes = [(384, 128), (128, 128), (128, 512)]  # tall, square, wide: both sides of the transpose
+    start = [torch.randn(s) * 0.02 for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+
+    def run(make: type, **kwargs: object) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = make(params, lr=0.02, momentum=0.95, weight_decay=0.01, **kwargs)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        return [p.detach() for p in params]
+
+    theirs = run(torch.optim.Muon)
+    ours_bf16 = run(Muon, ns_dtype=torch.bfloat16)
+    ours_fp32 = run(Muon, ns_dtype=torch.float32)
+    for t, b, f, s in zip(theirs, ours_bf16, ours_fp32, start, strict=True):
+        assert torch.equal(t, b)
+        moved_t, moved_f = t - s, f - s
+        assert torch.nn.functional.cosine_similarity(moved_t.flatten(), moved_f.flatten(), dim=0) > 0.99
+        assert not torch.equal(t, f)  # the fp32 path really iterated in fp32
+
+
+def test_the_time_budget_keeps_room_for_one_more_step_and_the_final_evaluation() -> None:
+    """A run under max_time stops before the step that would cross the line, leaving the final evaluation's
+    cost free: estimated from the step time until an evaluation has been timed, then that evaluation's."""
+    from attnlm.training.clock import Clock
+    from attnlm.training.state import TrainState
+
+    clock = Clock(100.0, TrainState(), distributed=False)
+    clock.eval_steps = 5.0  # the evaluation costs about five training steps
+    clock.step_seconds = 2.0
+    assert not clock.over_budget(87.9) and clock.over_budget(88.0)  # 88 + 2 (a step) + 10 (5 steps) = 100
+    clock.last_eval_seconds = 3.0  # measured now: it replaces the estimate
+    assert not clock.over_budget(94.9) and clock.over_budget(95.0)
+    assert not Clock(None, TrainState(), distributed=False).over_budget(1e9)

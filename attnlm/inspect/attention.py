@@ -20,6 +20,7 @@ from rich.text import Text
 
 from attnlm import disk
 from attnlm.checkpoint import atomic_write
+from attnlm.device import eager
 from attnlm.errors import UserError
 from attnlm.model import AttnLM
 from attnlm.terminal import natural_width
@@ -35,7 +36,8 @@ def attention_weights(model: AttnLM, idx: torch.Tensor) -> list[torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
-        _, attention = model(idx.to(next(model.parameters()).device)[None], return_attention=True)
+        with eager():  # the probe after each epoch: a compiled model would otherwise compile this path anew
+            _, attention = model(idx.to(next(model.parameters()).device)[None], return_attention=True)
     finally:
         model.train(was_training)
     return [w[0].float().cpu() for w in attention]

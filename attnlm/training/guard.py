@@ -33,7 +33,7 @@ class NonFiniteGuard:
         if self._event is not None:
             self._event.record()
         self._step = step
-        return bad.any().float().reshape(1)
+        return bad.any().float()  # 0-dim, as the fused kernels take it (shape (1,) fails their step update)
 
     def check(self, last_checkpoint: Path) -> None:
         """Raise NumericalError if the watched step was not finite. Call it before the next update and

@@ -68,6 +68,8 @@ class Trainer:
             self._restore(resume)
         self._saved_step = self.state.step if resume else None  # of last.pt, the checkpoint a resume starts from
         self.clock = Clock(t.max_time, self.state, self.dist.active)
+        evaluated = min(len(self.corpus.val), t.eval_chars or len(self.corpus.val)) / self.dist.world  # per rank
+        self.clock.eval_steps = 0.5 * evaluated / (t.batch_size * t.grad_accum_steps * cfg.model.block_size)
         if t.compile and not compile_supported(self.device):
             console.print("note: train.compile is off on MPS (torch.compile's Metal backend is a prototype that "
                           "attnlm has not been run with); training runs eager", highlight=False)
@@ -127,6 +129,7 @@ class Trainer:
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step (over grad_accum_steps micro-batches): (mean loss, correct predictions)."""
         t, st = self.cfg.train, self.state
+        self.clock.step_begins()
         lr = learning_rate(t, st.step, self.total_steps, self.clock.progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices have their own peak (train.muon_lr)
@@ -150,7 +153,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.last_grad_norm = grad_norm  # the reporter logs it every log.print_every steps
-        self.clock.first_step_done()
+        self.clock.step_done()
         return loss_sum / t.grad_accum_steps, correct
 
     @property
