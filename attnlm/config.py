@@ -62,6 +62,9 @@ class TrainConfig:
     steps_per_epoch: int | None = _f(None, "optimizer steps per epoch (default: one pass over the data)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps in total")
     max_time: float | None = _f(None, "stop after this many seconds of wall time (also anneals the LR)")
+    fit_epochs: bool = _f(False, "with max_time: after the first steps, shorten the epochs (steps_per_epoch is "
+                                 "then an upper bound) so that all of them, evaluations included, fit the budget "
+                                 "on this machine")
     lr: float = _f(1e-3, "peak learning rate")
     min_lr: float = _f(1e-4, "learning rate at the end of the decay")
     schedule: str = _f("cosine", "after warmup: cosine (decay to min_lr along a cosine) or wsd (hold lr, "

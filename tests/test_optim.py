@@ -10,6 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from attnlm.checkpoint import load_checkpoint
 from attnlm.config import TrainConfig, load_config
 from attnlm.optim import learning_rate
 from attnlm.training import Trainer
@@ -113,6 +114,39 @@ def test_the_time_budget_keeps_room_for_one_more_step_and_the_final_evaluation()
     clock.eval_steps = 5.0  # the evaluation costs about five training steps
     clock.step_seconds = 2.0
     assert not clock.over_budget(87.9) and clock.over_budget(88.0)  # 88 + 2 (a step) + 10 (5 steps) = 100
-    clock.last_eval_seconds = 3.0  # measured now: it replaces the estimate
+    clock.epoch_end_seconds = 3.0  # an epoch's end (evaluation, checkpoints) was timed: it replaces the estimate
     assert not clock.over_budget(94.9) and clock.over_budget(95.0)
     assert not Clock(None, TrainState(), distributed=False).over_budget(1e9)
+
+
+def test_fit_epochs_sizes_the_epochs_to_the_budget_and_a_resume_keeps_them(small_corpus: Path, tmp_path: Path,
+                                                                            one_thread: None) -> None:
+    """train.fit_epochs: after the first timed steps the epochs shrink so that all of them and their ends fit
+    max_time (again after each epoch, with its end's real cost); the length goes into the checkpoint, and a
+    resumed run keeps it. train.steps_per_epoch stays the upper bound."""
+    cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", "train.max_time=100", "train.epochs=4",
+                                            "train.steps_per_epoch=1000", "train.fit_epochs=true",
+                                            "log.tensorboard=false"])
+    trainer = Trainer(cfg, Console(quiet=True))
+    trainer.run_dir = tmp_path
+    st, clock = trainer.state, trainer.clock
+    assert not trainer.fit_epochs_to_budget()  # nothing timed yet
+    for _ in range(11):
+        trainer.step()
+    st.step = st.step_in_epoch = 11
+    clock.started -= 10.0  # as if the steps had taken a second each
+    clock.step_seconds, clock.eval_steps = 1.0, 2.0  # and an evaluation two steps' time
+    assert trainer.fit_epochs_to_budget()
+    # 100 s - (10 s + the real time so far) - 4 epoch ends x 2 s - one step's margin: ~81 steps, (11 + 81) / 4.
+    expected = (11 + (100 - clock.session() - 8) - 1) / 4
+    assert abs(trainer.steps_per_epoch - expected) <= 1 and trainer.total_steps == 4 * trainer.steps_per_epoch
+    clock.epoch_end_seconds = 6.0  # an epoch's end took longer than estimated: the next fit shortens the epochs
+    before = trainer.steps_per_epoch
+    assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch < before
+    (tmp_path / "checkpoints").mkdir()
+    trainer.save()
+    resumed = Trainer(cfg, Console(quiet=True), resume=load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
+    assert resumed.steps_per_epoch == trainer.steps_per_epoch
+    clock.started += 10.0
+    clock.step_seconds, clock.epoch_end_seconds = 1e-3, 1e-3  # a fast machine: the configured length fits
+    assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == 1000

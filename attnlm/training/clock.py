@@ -21,7 +21,8 @@ class Clock:
         self.distributed = distributed
         self.started = time.perf_counter()
         self.started_up = False  # whether this session's first step (and compile) is done
-        self.last_eval_seconds = 0.0  # the latest evaluation's cost, kept free at the end of the budget
+        self.last_eval_seconds = 0.0  # the latest evaluation's cost (the epoch table's Time includes it)
+        self.epoch_end_seconds = 0.0  # the latest epoch's end: evaluation, checkpoints, probe, sample, images
         # Before any evaluation has run, its cost is estimated from the step time: a forward-only pass costs
         # 0.34-0.42 of a training step per token (measured on 2 CPU cores, batch 12-64, context 64-128).
         self.eval_steps = 0.0  # the final evaluation's cost in training steps: 0.5 x its tokens / a step's
@@ -47,9 +48,9 @@ class Clock:
         return bool(self.budget) and self.state.elapsed + clock + self.reserve() >= self.budget
 
     def reserve(self) -> float:
-        """Seconds kept free at the end of the budget: one step, and the final evaluation (as last timed, or
-        estimated from the step time before any has run)."""
-        return self.step_seconds + (self.last_eval_seconds or self.eval_steps * self.step_seconds)
+        """Seconds kept free at the end of the budget: one step, and the final epoch's end (as the last one
+        took, or its evaluation estimated from the step time before any epoch has ended)."""
+        return self.step_seconds + (self.epoch_end_seconds or self.eval_steps * self.step_seconds)
 
     def out_of_time(self) -> bool:
         if self.distributed:

@@ -31,6 +31,8 @@ from attnlm.training.guard import NonFiniteGuard
 from attnlm.training.reporter import Reporter
 from attnlm.training.state import TrainState, checkpoint_payload, restore, rng_states
 
+# Steps timed (after the first, which holds torch.compile) before train.fit_epochs sizes the epochs.
+FIT_AFTER = 10
 
 class Trainer:
     def __init__(self, cfg: Config, console: Console, resume: dict[str, Any] | None = None) -> None:
@@ -54,18 +56,18 @@ class Trainer:
         t = cfg.train
         self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size,
                                    distributed.rank_seed(t.seed, self.dist.rank))
-        self.steps_per_epoch = t.steps_per_epoch or steps_per_epoch(
-            len(self.corpus.train), t.batch_size * t.grad_accum_steps * self.dist.world, cfg.model.block_size)
-        self.total_steps = t.epochs * self.steps_per_epoch
-        if t.max_steps:
-            self.total_steps = min(self.total_steps, t.max_steps)
         self.state = TrainState()
+        self._epoch_cap = t.steps_per_epoch or steps_per_epoch(
+            len(self.corpus.train), t.batch_size * t.grad_accum_steps * self.dist.world, cfg.model.block_size)
+        self._set_epoch_length(self._epoch_cap)
         self._received_stop: int | None = None
         self._agreed_stop: int | None = None
         if self.dist.rank:
             torch.manual_seed(distributed.rank_seed(t.seed, self.dist.rank))  # its own dropout masks
         if resume:
             self._restore(resume)
+            self._set_epoch_length(self.state.fitted_steps_per_epoch or self._epoch_cap)  # as the run left off
+        self._session_steps = 0
         self._saved_step = self.state.step if resume else None  # of last.pt, the checkpoint a resume starts from
         self.clock = Clock(t.max_time, self.state, self.dist.active)
         evaluated = min(len(self.corpus.val), t.eval_chars or len(self.corpus.val)) / self.dist.world  # per rank
@@ -86,6 +88,36 @@ class Trainer:
     def _payload(self) -> dict[str, Any]:
         return checkpoint_payload(self.cfg, self.corpus.vocab.chars, self.model, self.optimizer, self.state,
                                   rng_states(self.sampler, self.device), self.device, self.bf16)
+
+    def _set_epoch_length(self, steps: int) -> None:
+        """Epochs of `steps` steps from the current one on (the earlier ones are done, whatever their length)."""
+        t, st = self.cfg.train, self.state
+        self.steps_per_epoch = steps
+        self.total_steps = st.step - st.step_in_epoch + (t.epochs - st.epoch + 1) * steps
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps)
+
+    def fit_epochs_to_budget(self) -> bool:
+        """train.fit_epochs: shorten the epochs so that every one left, its end (evaluation, checkpoints,
+        pictures) included, finishes within max_time; never beyond train.steps_per_epoch. Done once the first
+        FIT_AFTER steps after the compile step are timed, and again after each epoch with its end's real
+        cost. True when it set a length now. Under torchrun rank 0's figures decide for every rank."""
+        t, st, clock = self.cfg.train, self.state, self.clock
+        epochs_left = t.epochs - st.epoch + 1  # the current one included
+        if not (t.fit_epochs and t.max_time) or epochs_left < 1 or not clock.step_seconds:
+            return False  # off, over, or no step timed yet
+        now = st.elapsed + clock.session()
+        step = clock.step_seconds
+        end = clock.epoch_end_seconds or clock.eval_steps * step
+        steps_left = max(0.0, (t.max_time - now - epochs_left * end) / step - 1)  # one step's margin
+        fitted = max(st.step_in_epoch + 1, min(self._epoch_cap, int((st.step_in_epoch + steps_left) // epochs_left)))
+        if self.dist.active:
+            chosen = torch.tensor(fitted if self.dist.is_main else 0, device=self.device)
+            distributed.all_reduce_sum(self.dist, chosen)
+            fitted = int(chosen)
+        st.fitted_steps_per_epoch = fitted
+        self._set_epoch_length(fitted)
+        return True
 
     def _restore(self, payload: dict[str, Any]) -> None:
         ranks = payload["rng"].get("ranks")
@@ -238,7 +270,8 @@ class Trainer:
     def _fit(self) -> int:
         t, st = self.cfg.train, self.state
         self.clock.start()
-        self.reporter.header(self.device, self.bf16, self.steps_per_epoch, st.step)
+        self.reporter.header(self.device, self.bf16, self.steps_per_epoch, st.step,
+                             fitting=bool(t.fit_epochs and t.max_time) and not st.fitted_steps_per_epoch)
         stopped = False
         while st.epoch <= t.epochs and not stopped:
             bar = self.reporter.progress(self.steps_per_epoch, st.step_in_epoch, f"epoch {st.epoch}")
@@ -260,6 +293,10 @@ class Trainer:
                 epoch_correct += correct
                 st.step += 1
                 st.step_in_epoch += 1
+                self._session_steps += 1
+                if self._session_steps == FIT_AFTER + 1 and not st.fitted_steps_per_epoch and self.fit_epochs_to_budget():
+                    bar.total = self.steps_per_epoch
+                    bar.refresh()
                 bar.update(1)
                 if st.step % self.cfg.log.print_every == 0:
                     self.guard.check(self._last_checkpoint)  # a non-finite loss is never logged
@@ -328,6 +365,9 @@ class Trainer:
         # Only now the optional work: whatever it does or breaks, the epoch is already saved.
         self.reporter.epoch_extras(stats)
         self.reporter.flush()
+        self.clock.epoch_end_seconds = time.perf_counter() - eval_start
+        if not final:
+            self.fit_epochs_to_budget()  # now that an epoch's end has been timed
 
     def _interrupted(self) -> int:
         self.state.elapsed = self.clock.elapsed()

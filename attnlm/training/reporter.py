@@ -84,7 +84,7 @@ class Reporter:
         return std_tqdm(total=total, initial=initial, desc=desc, leave=False, disable=None, dynamic_ncols=True,
                         file=sys.stderr)
 
-    def header(self, device: torch.device, bf16: bool, steps_per_epoch: int, step: int) -> None:
+    def header(self, device: torch.device, bf16: bool, steps_per_epoch: int, step: int, fitting: bool = False) -> None:
         m = self.cfg.model
         params = self.model.num_params()
         what = "resuming" if step else "training"
@@ -95,7 +95,9 @@ class Reporter:
             f"{' bf16' if bf16 else ''}; vocab {self.vocab.size}, "
             f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars"
             f"{'' if self.eval_plan.full else f' (each epoch evaluates {self.eval_plan.evaluated:,})'}; "
-            f"{steps_per_epoch} steps per epoch" + (f", from step {step}" if step else ""),
+            + (f"up to {steps_per_epoch} steps per epoch, fitted to the {self.cfg.train.max_time:g} s budget after "
+               "the first steps" if fitting else f"{steps_per_epoch} steps per epoch")
+            + (f", from step {step}" if step else ""),
             highlight=False,
         )
 

@@ -27,6 +27,7 @@ class TrainState:
     epoch_correct: int = 0
     epoch_count: int = 0
     epoch_train_time: float = 0.0
+    fitted_steps_per_epoch: int = 0  # train.fit_epochs: the epoch length chosen after the first steps (0: not yet)
     history: list[dict] = field(default_factory=list)
 
 
