@@ -67,6 +67,8 @@ class Muon(torch.optim.Muon):
     checkpoints move between the two; with ns_dtype=bf16 the updates are torch's bit for bit (tested)."""
 
     def __init__(self, params: Any, *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> None:
+        if kwargs.get("adjust_lr_fn") not in (None, "original"):
+            raise ValueError("attnlm's Muon scales the learning rate as torch's default ('original') does only")
         super().__init__(params, **kwargs)
         self.ns_dtype = ns_dtype  # not a group hyperparameter: saved optimizer states from torch's Muon still load
 

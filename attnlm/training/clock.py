@@ -48,9 +48,23 @@ class Clock:
         return bool(self.budget) and self.state.elapsed + clock + self.reserve() >= self.budget
 
     def reserve(self) -> float:
-        """Seconds kept free at the end of the budget: one step, and the final epoch's end (as the last one
-        took, or its evaluation estimated from the step time before any epoch has ended)."""
-        return self.step_seconds + (self.epoch_end_seconds or self.eval_steps * self.step_seconds)
+        """Seconds kept free at the end of the budget: one step, and the final epoch's end."""
+        return self.step_seconds + self.epoch_end()
+
+    def epoch_end(self) -> float:
+        """What an epoch's end costs: as the last one took, or before any has ended, its evaluation
+        estimated from the step time."""
+        return self.epoch_end_seconds or self.eval_steps * self.step_seconds
+
+    def steps_per_epoch_to_fit(self, epochs_left: int, steps_done: int) -> int | None:
+        """The epoch length at which the current epoch (`steps_done` steps in) and the `epochs_left - 1` after
+        it, each with its end, finish within the budget, one step kept as a margin; None before a step has
+        been timed. By this process's own clock (under torchrun, rank 0's answer is the one taken)."""
+        if not self.budget or not self.step_seconds:
+            return None
+        now = self.state.elapsed + self.session()
+        steps_left = max(0.0, (self.budget - now - epochs_left * self.epoch_end()) / self.step_seconds - 1)
+        return int((steps_done + steps_left) // epochs_left)
 
     def out_of_time(self) -> bool:
         if self.distributed:

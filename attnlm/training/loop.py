@@ -102,20 +102,13 @@ class Trainer:
         pictures) included, finishes within max_time; never beyond train.steps_per_epoch. Done once the first
         FIT_AFTER steps after the compile step are timed, and again after each epoch with its end's real
         cost. True when it set a length now. Under torchrun rank 0's figures decide for every rank."""
-        t, st, clock = self.cfg.train, self.state, self.clock
+        t, st = self.cfg.train, self.state
         epochs_left = t.epochs - st.epoch + 1  # the current one included
-        if not (t.fit_epochs and t.max_time) or epochs_left < 1 or not clock.step_seconds:
+        fits = self.clock.steps_per_epoch_to_fit(epochs_left, st.step_in_epoch) if epochs_left >= 1 else None
+        if not t.fit_epochs or fits is None:
             return False  # off, over, or no step timed yet
-        now = st.elapsed + clock.session()
-        step = clock.step_seconds
-        end = clock.epoch_end_seconds or clock.eval_steps * step
-        steps_left = max(0.0, (t.max_time - now - epochs_left * end) / step - 1)  # one step's margin
-        fitted = max(st.step_in_epoch + 1, min(self._epoch_cap, int((st.step_in_epoch + steps_left) // epochs_left)))
-        if self.dist.active:
-            chosen = torch.tensor(fitted if self.dist.is_main else 0, device=self.device)
-            distributed.all_reduce_sum(self.dist, chosen)
-            fitted = int(chosen)
-        st.fitted_steps_per_epoch = fitted
+        fitted = max(st.step_in_epoch + 1, min(self._epoch_cap, fits))
+        st.fitted_steps_per_epoch = fitted = distributed.broadcast(self.dist, fitted)
         self._set_epoch_length(fitted)
         return True
 
