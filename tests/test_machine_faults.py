@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -124,6 +124,17 @@ def error_line(stderr: str) -> str:
     return lines[-1]
 
 
+def fault_mid_run(proc: subprocess.Popen, run: Path, step: int, fault: Callable[[], object]) -> str:
+    """Once `run` has logged `step`, cause `fault` and let the trainer meet it: its one error line (exit 4)."""
+    try:
+        wait_for_step(run, step, proc)
+        fault()
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, out + err
+    return error_line(err)
+
+
 def assert_intact(run: Path, step: int) -> None:
     folder = run / "checkpoints"
     assert not list(folder.glob(TEMP_PREFIX + "*")), "a refused write must not leave its temp file"
@@ -140,16 +151,13 @@ def test_disk_filling_up_during_training_stops_with_one_line_and_the_run_resumes
     # pictures (1 s a run) change the training, which must equal the reference run's.
     proc = start(*train_args(small_corpus, fs, "full", "--set", "train.checkpoint_every=5",
                              "--set", "log.attention_images=false"))
-    wait_for_step(run, 31, proc)
     # Room for the next steps' logs, not for the 390 KB checkpoint at step 35.
-    fill(fs / "ballast", leave=100_000)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 4, out + err
+    line = fault_mid_run(proc, run, 31, lambda: fill(fs / "ballast", leave=100_000))
     r = re.escape(str(run))
     assert re.fullmatch(
         rf"error: could not write {r}/checkpoints/last\.pt \(\d{{3}} KB needed\): the disk is full \(ENOSPC\); "
         rf"the last good checkpoint {r}/checkpoints/last\.pt \(step 30\) is intact: free some space, then resume "
-        rf"with: attnlm train --resume {r}", error_line(err)), err
+        rf"with: attnlm train --resume {r}", line), line
     assert_intact(run, 30)
 
     (fs / "ballast").unlink()
@@ -161,18 +169,13 @@ def test_run_folder_made_read_only_during_training_stops_with_one_line_and_resum
         tmp_path: Path, small_corpus: Path, reference: Path, mounts: Mounts) -> None:
     run = tmp_path / "frozen"
     proc = start(*train_args(small_corpus, tmp_path, "frozen", "--set", "log.tensorboard=false"))
-    try:
-        wait_for_step(run, 31, proc)
-        mounts.read_only(run)
-    finally:
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 4, out + err
+    line = fault_mid_run(proc, run, 31, lambda: mounts.read_only(run))
     r = re.escape(str(run))
     # The next write is the next step's line in metrics.jsonl.
     assert re.fullmatch(
         rf"error: could not write {r}/metrics\.jsonl \(\d+ bytes needed\): the file system is read-only \(EROFS\); "
         rf"the last good checkpoint {r}/checkpoints/last\.pt \(step 30\) is intact: make it writable again, then "
-        rf"resume with: attnlm train --resume {r}", error_line(err)), err
+        rf"resume with: attnlm train --resume {r}", line), line
     assert_intact(run, 30)
 
     with pytest.raises(MachineError, match=rf"could not write {r}/\.lock: the file system is read-only \(EROFS\); "
@@ -186,20 +189,18 @@ def test_run_folder_made_read_only_during_training_stops_with_one_line_and_resum
 def test_run_folder_deleted_during_training_is_said_and_never_recreated(tmp_path: Path, small_corpus: Path) -> None:
     run = tmp_path / "doomed"
     proc = start(*train_args(small_corpus, tmp_path, "doomed", "--set", "train.epochs=30"))
-    try:
-        wait_for_step(run, 5, proc)
-        # Moved away in one step, then removed by a second process: the run sees its folder vanish at once.
-        gone = tmp_path / "trash"
+    gone = tmp_path / "trash"
+
+    def delete() -> None:  # moved away in one step, then removed by a second process: the folder vanishes at once
         run.rename(gone)
         subprocess.run(["rm", "-rf", str(gone)], check=True)
-    finally:
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 4, out + err
+
+    line = fault_mid_run(proc, run, 5, delete)
     r = re.escape(str(run))
     assert re.fullmatch(
         rf"error: could not write {r}/(metrics\.jsonl|checkpoints/\S+\.pt)(?: \(.*?needed\))?: the folder {r} no "
         rf"longer exists \(it was deleted\); nothing could be saved and nothing was recreated in its place: train the "
-        rf"run again from the start", error_line(err)), err
+        rf"run again from the start", line), line
     assert not run.exists(), "no part of a deleted run folder may be recreated"
 
 
