@@ -27,7 +27,7 @@ from attnlm.data.sources import Spec
 from attnlm.device import resolve_device
 from attnlm.errors import UserError
 from attnlm.evaluate import evaluate, summarise
-from attnlm.generation import SamplingOptions, generate
+from attnlm.generation import generate
 from attnlm.model import AttnLM
 from attnlm.runs import (
     SUMMARY_FILE,
@@ -39,6 +39,7 @@ from attnlm.runs import (
     unlock_run,
     write_run_info,
 )
+from attnlm.sampling import SamplingOptions
 from attnlm.text import check_known
 
 ConfigSource = str | Path | Mapping[str, Any] | Config

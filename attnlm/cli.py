@@ -7,6 +7,7 @@ Options show what they take (FILE, DIR, KEY=VALUE, N); flags show nothing (metav
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,8 +16,9 @@ import typer
 from rich.console import Console
 
 from attnlm import __version__, disk
-from attnlm.config import SECTIONS
+from attnlm.config import SECTIONS, load_config
 from attnlm.errors import MachineError, NumericalError, UserError
+from attnlm.sampling import SamplingOptions, check_request
 from attnlm.terminal import PipeClosed, guard_streams
 
 
@@ -79,6 +81,13 @@ TRAIN_EPILOG = ("Config keys (in a YAML file as section: {key: value}, or --set 
                 "'Config reference' gives each one's default and meaning:\n\n" + CONFIG_KEYS)
 
 
+def _check_config_first(config: Path | None, overrides: list[str], resume: Path | None, name: str | None) -> None:
+    """A mistake in a new run's config is reported before torch is imported (~3 s on a slow CPU). Under
+    torchrun the ranks must agree on errors first (distributed.agree), so there it waits for the trainer."""
+    if config is not None and resume is None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        load_config(config, [*overrides, f"log.name={name}"] if name else overrides)
+
+
 @app.command(cls=Command, epilog=TRAIN_EPILOG)
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config file"),
@@ -93,6 +102,7 @@ def train(
 
     A closed stdout (| head) does not stop it: it trains on and saves its run, printing nothing more.
     """
+    _check_config_first(config, set_, resume, name)
     from attnlm import commands
 
     guard_streams(keep_going=True)
@@ -117,11 +127,11 @@ def sample(
     no_cache: bool = typer.Option(False, "--no-cache", help="recompute the context every step (slow reference)"),
 ) -> None:
     """Generate text from a trained run, streaming characters as they come."""
+    opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p)
+    check_request(opts, max_new_tokens, num_samples, prompt, device)  # before torch loads: a typo costs nothing
     from attnlm import commands
-    from attnlm.generation import SamplingOptions
 
-    commands.sample(run=run, checkpoint=checkpoint, prompt=prompt, max_new_tokens=max_new_tokens,
-                    opts=SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p),
+    commands.sample(run=run, checkpoint=checkpoint, prompt=prompt, max_new_tokens=max_new_tokens, opts=opts,
                     num_samples=num_samples, seed=seed, device_name=device, use_cache=not no_cache)
 
 

@@ -17,9 +17,9 @@ from attnlm.data import prepare_sources
 from attnlm.data.sources import describe
 from attnlm.device import resolve_device
 from attnlm.errors import UnknownCharacters, UserError
-from attnlm.generation import SamplingOptions
 from attnlm.runs import list_run_dirs, resolve_checkpoint
 from attnlm.runs import summarise as summarise_run
+from attnlm.sampling import SamplingOptions, check_request
 from attnlm.terminal import print_fitting
 from attnlm.text import listed
 
@@ -42,13 +42,7 @@ def train(*, config: Path | None, overrides: list[str], resume: Path | None, ove
 
 def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_new_tokens: int,
            opts: SamplingOptions, num_samples: int, seed: int, device_name: str, use_cache: bool = True) -> None:
-    opts.check()
-    if max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
-    if num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, got {num_samples}")
-    if prompt == "":
-        raise UserError("--prompt is empty; give at least one character, or leave it out to start from a newline")
+    check_request(opts, max_new_tokens, num_samples, prompt, device_name)
     device = resolve_device(device_name, "--device")  # before any loading: a typo costs nothing
     model = api.load(resolve_checkpoint(run, checkpoint), device=device)
     prompt = api.default_prompt(model.vocab.chars) if prompt is None else prompt

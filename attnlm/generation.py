@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from attnlm.decoder import Decoder, KVCache
 from attnlm.device import eager
-from attnlm.errors import UserError
 from attnlm.model import AttnLM
-
-
-@dataclass
-class SamplingOptions:
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def check(self) -> None:
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+from attnlm.sampling import SamplingOptions
 
 
 def next_token_probs(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:

@@ -42,7 +42,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) ->
     """One real training run through the CLI, shared by the tests that only read it."""
     runs = tmp_path_factory.mktemp("runs")
     result = run_cli("train", "--config", "configs/tiny.yaml", *TINY, "--set", f"data.path={small_corpus}",
-                     "--set", f"log.dir={runs}", "--name", "shared", "--set", "log.timestamp=false", check=True)
+                     "--set", f"log.dir={runs}", "--name", "shared", "--set", "log.timestamp=false",
+                     "--set", "log.attention_images=true", check=True)
     return runs / "shared", result
 
 

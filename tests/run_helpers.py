@@ -20,19 +20,26 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "shakespeare.txt"  # prepared by `make test` (attnlm data shakespeare)
 SMALL_CHARS = 60_000
 
-# Tiny model and short epochs: a whole CLI training run takes a few seconds on 2 cores.
+# Tiny model and short epochs: a whole CLI training run takes a few seconds on 2 cores. Drawing the attention
+# images (matplotlib) would cost more than the training itself, so only the shared trained_run draws them.
 TINY = [
     "--set", "model.block_size=32", "--set", "model.n_layer=2", "--set", "model.n_head=2",
     "--set", "model.n_embd=32", "--set", "train.batch_size=16", "--set", "train.epochs=3",
     "--set", "train.steps_per_epoch=30", "--set", "train.lr=3e-3", "--set", "train.warmup_steps=5",
-    "--set", "log.sample_chars=40",
+    "--set", "log.sample_chars=40", "--set", "log.attention_images=false",
 ]
+
+
+# One thread per process: the model is tiny, so extra threads only spin against the other tests (2.5x less CPU
+# measured), and pytest runs one worker per core. Results are bit-exact for a fixed thread count, and every run
+# these tests compare uses this one.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m attnlm ARGS` exactly as a user would, capturing output."""
-    full_env = {**os.environ, "COLUMNS": "100", **(env or {})}
+    """Run `python -m attnlm ARGS` exactly as a user would, capturing output (on one thread: see ONE_THREAD)."""
+    full_env = {**os.environ, "COLUMNS": "100", **ONE_THREAD, **(env or {})}
     result = subprocess.run([sys.executable, "-m", "attnlm", *args], cwd=cwd or ROOT, capture_output=True,
                             text=True, timeout=timeout, env=full_env)
     if check and result.returncode != 0:
@@ -45,13 +52,10 @@ STEPS = 90  # TINY: 3 epochs x 30 steps
 LOG_EVERY_STEP = ["--set", "log.print_every=1"]
 
 
-# One thread per process: the model is tiny, so extra threads only spin against the other tests (2.5x less CPU
-# measured). Results are bit-exact for a fixed thread count, and every run these tests compare uses this one.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
-    return run_cli(*args, check=check, timeout=timeout, env=ONE_THREAD)
+    return run_cli(*args, check=check, timeout=timeout)
 
 
 def train_args(corpus: Path, runs: Path, name: str, *extra: str) -> list[str]:

@@ -13,8 +13,8 @@ from attnlm import commands
 from attnlm.config import load_config
 from attnlm.device import compile_supported, resolve_device, trust_cpu_isa_flags, use_bf16
 from attnlm.errors import UserError
-from attnlm.generation import SamplingOptions
 from attnlm.inspect import commands as inspect
+from attnlm.sampling import SamplingOptions
 
 CHOICES = "must be one of auto, cpu, cuda, cuda:N or mps"
 

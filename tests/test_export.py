@@ -23,8 +23,8 @@ from attnlm.checkpoint import load_model, save_checkpoint
 from attnlm.config import Config, LogConfig, ModelConfig
 from attnlm.errors import UserError
 from attnlm.export import export, load_export
-from attnlm.generation import SamplingOptions
 from attnlm.model import AttnLM
+from attnlm.sampling import SamplingOptions
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,9 @@ import torch
 
 from attnlm.config import ModelConfig
 from attnlm.decoder import Decoder, KVCache
-from attnlm.generation import SamplingOptions, context_start, generate
+from attnlm.generation import context_start, generate
 from attnlm.model import AttnLM
+from attnlm.sampling import SamplingOptions
 
 VOCAB = 11
 

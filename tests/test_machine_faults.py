@@ -147,10 +147,9 @@ def test_disk_filling_up_during_training_stops_with_one_line_and_the_run_resumes
     """The issue's case: the next checkpoint does not fit (torch.save itself would say `unexpected pos`)."""
     fs = mounts.tmpfs(tmp_path / "fs", "3m")
     run = fs / "full"
-    # Checkpoints every 5 steps bring the refused write close; neither they nor leaving out the attention
-    # pictures (1 s a run) change the training, which must equal the reference run's.
-    proc = start(*train_args(small_corpus, fs, "full", "--set", "train.checkpoint_every=5",
-                             "--set", "log.attention_images=false"))
+    # Checkpoints every 5 steps bring the refused write close; they do not change the training, which must
+    # equal the reference run's.
+    proc = start(*train_args(small_corpus, fs, "full", "--set", "train.checkpoint_every=5"))
     # Room for the next steps' logs, not for the 390 KB checkpoint at step 35.
     line = fault_mid_run(proc, run, 31, lambda: fill(fs / "ballast", leave=100_000))
     r = re.escape(str(run))
@@ -207,8 +206,7 @@ def test_run_folder_deleted_during_training_is_said_and_never_recreated(tmp_path
 def test_tensorboard_failing_warns_once_and_training_goes_on(tmp_path: Path, small_corpus: Path,
                                                             mounts: Mounts) -> None:
     run = tmp_path / "tb"
-    proc = start(*train_args(small_corpus, tmp_path, "tb", "--set", "train.epochs=2", "--set", "train.steps_per_epoch=5",
-                             "--set", "log.attention_images=false"))
+    proc = start(*train_args(small_corpus, tmp_path, "tb", "--set", "train.epochs=2", "--set", "train.steps_per_epoch=5"))
     try:
         wait_for(lambda: any(run.glob("events.out.tfevents.*")), "the TensorBoard event file", proc)
         events = next(run.glob("events.out.tfevents.*"))

@@ -44,14 +44,19 @@ def test_every_module_imports_and_the_cli_starts_without_fcntl(tmp_path: Path) -
     assert run_cli("--version", env=env).stdout == f"attnlm {attnlm.__version__}\n"
 
 
-def test_help_and_version_do_not_import_torch() -> None:
-    """Importing torch takes about a second: the CLI loads it only in the commands that need it."""
-    code = ("import sys\nfrom attnlm.cli import main\nsys.argv = ['attnlm', sys.argv[1]]\ntry:\n    main()\n"
-            "except SystemExit:\n    pass\nprint('torch loaded:', 'torch' in sys.modules)")
-    for option in ("--help", "--version"):
-        result = subprocess.run([sys.executable, "-c", code, option], cwd=ROOT, capture_output=True, text=True,
+def test_help_version_and_option_mistakes_do_not_import_torch() -> None:
+    """Importing torch takes one to three seconds: the CLI loads it only in the commands that need it, and a
+    mistake in a new run's config or in sampling's options is answered before that."""
+    code = ("import sys\nfrom attnlm.cli import main\nsys.argv = ['attnlm', *sys.argv[1:]]\ntry:\n    main()\n"
+            "except SystemExit as e:\n    print('exit', e.code)\nprint('torch loaded:', 'torch' in sys.modules)")
+    for args, code_expected in ((["--help"], 0), (["--version"], 0),
+                                (["train", "--config", "configs/tiny.yaml", "--set", "train.lr=-1"], 2),
+                                (["train", "--config", "missing.yaml"], 2),
+                                (["sample", "--top-k", "0"], 2), (["sample", "--device", "gpu"], 2)):
+        result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
                                 timeout=60)
-        assert result.stdout.splitlines()[-1] == "torch loaded: False", result.stdout + result.stderr
+        assert result.stdout.splitlines()[-2:] == [f"exit {code_expected}", "torch loaded: False"], \
+            result.stdout + result.stderr
 
 
 def test_a_lock_is_exclusive_until_given_back(tmp_path: Path) -> None:

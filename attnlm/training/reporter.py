@@ -21,11 +21,12 @@ from attnlm import checkpoint as ckpt
 from attnlm import disk
 from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
-from attnlm.generation import SamplingOptions, generate
+from attnlm.generation import generate
 from attnlm.model import AttnLM
 from attnlm.probe import AttentionProbe
 from attnlm.report import EpochStats, EpochTable, join_notes, loss_chart, observation
 from attnlm.runs import METRICS_FILE, SUMMARY_FILE
+from attnlm.sampling import SamplingOptions
 from attnlm.tblog import TBLogger
 from attnlm.training.state import TrainState
 

@@ -1,0 +1,38 @@
+"""What a user asks of sampling, checked without torch: the CLI checks it before importing anything heavy,
+so a mistyped option is answered at once rather than after torch has loaded (~3 s on a slow CPU)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from attnlm.config import check_device_name
+from attnlm.errors import UserError
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def check(self) -> None:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def check_request(opts: SamplingOptions, max_new_tokens: int, num_samples: int, prompt: str | None,
+                  device_name: str) -> None:
+    """`attnlm sample`'s options, in the order a user reads them; whether the device exists is device.py's."""
+    opts.check()
+    if max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    if num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+    if prompt == "":
+        raise UserError("--prompt is empty; give at least one character, or leave it out to start from a newline")
+    check_device_name(device_name, "--device")
