@@ -88,7 +88,8 @@ class TrainConfig:
     device: str = _f("auto", "auto (CUDA if present, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps")
     precision: str = _f("auto", "auto, fp32 or bf16 (autocast); auto uses bf16 on a GPU that supports it and on a "
                                 "CPU with native bf16 (AVX512-BF16 or AMX), fp32 on MPS and elsewhere")
-    compile: bool = _f(False, "torch.compile the blocks (costs compile time up front; not on MPS)")
+    compile: bool | str = _f(False, "torch.compile the blocks (compile time up front; not on MPS): true, false or auto "
+                                    "(on CUDA and under CPU bf16, where it paid; an fp32 CPU lost more to compiling)")
     eval_batch_size: int = _f(64, "windows per batch in the validation pass")
     eval_chars: int | None = _f(1_000_000, "validation predictions per epoch: a longer split is evaluated on a "
                                            "fixed, evenly spaced subset of windows this long (null: all of it)")
@@ -172,7 +173,15 @@ def _field_type(cls: type, name: str) -> tuple[type, bool]:
     return hint, False
 
 
+# Switches that take `auto` (attnlm decides by the machine) besides true and false.
+AUTO_OR_BOOL = ("train.compile",)
+
+
 def _coerce(key: str, value: Any, cls: type, name: str) -> Any:
+    if key in AUTO_OR_BOOL:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise UserError(f"config key '{key}' must be true, false or auto, got {value!r}")
     if isinstance(value, list) and _allows_list(cls, name):
         if not value:
             raise UserError(f"config key '{key}' is an empty list; give at least one entry")

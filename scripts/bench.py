@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from attnlm.config import Config, load_config  # noqa: E402
-from attnlm.device import cpu_has_bf16  # noqa: E402
+from attnlm.device import cpu_has_bf16, resolve_device, use_bf16, use_compile  # noqa: E402
 from attnlm.runs import git_commit  # noqa: E402
 
 console = Console(highlight=False)
@@ -112,7 +112,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     m, t = cfg.model, cfg.train
     arch = (f"{m.n_layer}x{m.n_head}x{m.n_embd} ctx {m.block_size} batch {t.batch_size} {m.pos} {m.norm} "
             f"{m.activation}{' qk_norm' if m.qk_norm else ''}{' mlp' if m.mlp else ''} "
-            f"{'bf16' if trainer.bf16 else 'fp32'}{' compile' if t.compile else ''}")
+            f"{'bf16' if trainer.bf16 else 'fp32'}{' compile' if trainer.compiled else ''}")
     rows = [("config", f"{args.config} {' '.join(args.set)}".strip()), ("model", arch),
             ("parameters", f"{trainer.model.num_params():,}"), ("device", str(trainer.device)),
             ("warm-up", f"{args.warmup} steps in {warmup_s:.1f}s"),
@@ -535,7 +535,9 @@ def main(argv: list[str] | None = None) -> None:
     out = tempfile.mkdtemp(prefix="attnlm-bench-")
     cache = tempfile.mkdtemp(prefix="attnlm-inductor-")
     main(["speedrun", "--config", args.speedrun_config, "--out", out, "--compile-cache", cache, *base])
-    if load_config(args.speedrun_config).train.compile:  # again, with the kernels the first run compiled
+    t = load_config(args.speedrun_config).train
+    device = resolve_device(t.device)
+    if use_compile(device, t.compile, use_bf16(device, t.precision)):  # again, with the kernels the first run compiled
         main(["speedrun", "--config", args.speedrun_config, "--out", tempfile.mkdtemp(prefix="attnlm-bench-"),
               "--compile-cache", cache, *base])
     main(["sample", "--run", str(Path(out) / Path(args.speedrun_config).stem)])

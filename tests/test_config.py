@@ -48,6 +48,7 @@ def test_data_path_takes_a_list(tmp_path: Path) -> None:
         ("modle:\n  n_layer: 2\n", [], "unknown config section 'modle'.*did you mean 'model'"),
         ("train:\n  batch_size: many\n", [], "'train.batch_size' must be an integer, got 'many'"),
         ("model:\n  mlp: 3\n", [], "'model.mlp' must be true or false"),
+        ("train:\n  compile: maybe\n", [], "'train.compile' must be true, false or auto, got 'maybe'"),
         ("train:\n  lr: -1\n", [], "'train.lr' must be positive"),
         ("model:\n  dropout: 1.0\n", [], r"'model.dropout' must be in \[0, 1\)"),
         ("model:\n  n_embd: 30\n  n_head: 4\n", [], r"n_embd \(30\) must be divisible by model.n_head \(4\)"),
@@ -61,6 +62,11 @@ def test_data_path_takes_a_list(tmp_path: Path) -> None:
 def test_errors_name_the_key(tmp_path: Path, text: str, overrides: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message):
         load_config(write(tmp_path, text), overrides)
+
+
+def test_compile_takes_true_false_or_auto(tmp_path: Path) -> None:
+    assert [load_config(None, [f"train.compile={v}"]).train.compile for v in ("true", "false", "auto")] == \
+        [True, False, "auto"]
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

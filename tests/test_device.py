@@ -11,7 +11,7 @@ from rich.console import Console
 
 from attnlm import commands
 from attnlm.config import load_config
-from attnlm.device import compile_supported, resolve_device, trust_cpu_isa_flags, use_bf16
+from attnlm.device import compile_supported, resolve_device, trust_cpu_isa_flags, use_bf16, use_compile
 from attnlm.errors import UserError
 from attnlm.inspect import commands as inspect
 from attnlm.sampling import SamplingOptions
@@ -87,6 +87,13 @@ def test_mps_precision_and_compile() -> None:
             use_bf16(mps, "bf16")
     assert not compile_supported(mps)
     assert compile_supported(torch.device("cpu"))
+
+
+def test_compile_auto_compiles_on_cuda_and_under_cpu_bf16_only() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [use_compile(cpu, "auto", bf16) for bf16 in (False, True)] == [False, True]
+    assert use_compile(cuda, "auto", bf16=False)
+    assert use_compile(cpu, True, bf16=False) and not use_compile(cuda, False, bf16=True)
 
 
 def test_isa_probe_is_skipped_unless_the_environment_decides(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from attnlm import disk, distributed
 from attnlm.build import build, init_source
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Vocab, steps_per_epoch
-from attnlm.device import autocast, compile_supported, trust_cpu_isa_flags
+from attnlm.device import autocast, compile_supported, trust_cpu_isa_flags, use_compile
 from attnlm.errors import MachineError
 from attnlm.evaluate import evaluate, summarise
 from attnlm.inspect.plots import probe_ids
@@ -72,10 +72,11 @@ class Trainer:
         self.clock = Clock(t.max_time, self.state, self.dist.active)
         evaluated = min(len(self.corpus.val), t.eval_chars or len(self.corpus.val)) / self.dist.world  # per rank
         self.clock.eval_steps = 0.5 * evaluated / (t.batch_size * t.grad_accum_steps * cfg.model.block_size)
-        if t.compile and not compile_supported(self.device):
+        self.compiled = use_compile(self.device, t.compile, self.bf16) and compile_supported(self.device)
+        if t.compile is True and not compile_supported(self.device):
             console.print("note: train.compile is off on MPS (torch.compile's Metal backend is a prototype that "
                           "attnlm has not been run with); training runs eager", highlight=False)
-        elif t.compile:
+        elif self.compiled:
             if self.device.type == "cpu":
                 trust_cpu_isa_flags()
             for block in self.model.blocks:
