@@ -84,7 +84,7 @@ TRAIN_EPILOG = ("Config keys (in a YAML file as section: {key: value}, or --set 
 def _check_config_first(config: Path | None, overrides: list[str], resume: Path | None, name: str | None) -> None:
     """A mistake in a new run's config is reported before torch is imported (~3 s on a slow CPU). Under
     torchrun the ranks must agree on errors first (distributed.agree), so there it waits for the trainer."""
-    if config is not None and resume is None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if config is not None and resume is None and os.environ.get("WORLD_SIZE", "1") == "1":
         load_config(config, [*overrides, f"log.name={name}"] if name else overrides)
 
 
