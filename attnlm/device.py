@@ -63,12 +63,13 @@ def compile_supported(device: torch.device) -> bool:
 
 
 def use_compile(device: torch.device, setting: bool | str, bf16: bool) -> bool:
-    """train.compile's auto: compile on CUDA, and on a CPU under bf16 autocast, where inductor fuses the casts and
-    the step got faster than the compile cost. In fp32 on a 2-core AVX2 CPU it did not pay: a 100 s speedrun
-    took 349 eager steps (val 1.7324) against 286 compiled (1.7807), the compile eating ~20 s of it."""
+    """Whether train.compile compiles here; never on MPS (compile_supported). Its auto compiles on CUDA, and on
+    a CPU under bf16 autocast, where inductor fuses the casts and the step got faster than the compile cost. In
+    fp32 on a 2-core AVX2 CPU it did not pay: a 100 s speedrun took 349 eager steps (val 1.7324) against 286
+    compiled (1.7807), the compile eating ~20 s of it."""
     if setting == "auto":
         return device.type == "cuda" or (device.type == "cpu" and bf16)
-    return bool(setting)
+    return bool(setting) and compile_supported(device)
 
 
 def cpu_has_bf16() -> bool:

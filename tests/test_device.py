@@ -94,6 +94,7 @@ def test_compile_auto_compiles_on_cuda_and_under_cpu_bf16_only() -> None:
     assert [use_compile(cpu, "auto", bf16) for bf16 in (False, True)] == [False, True]
     assert use_compile(cuda, "auto", bf16=False)
     assert use_compile(cpu, True, bf16=False) and not use_compile(cuda, False, bf16=True)
+    assert not any(use_compile(torch.device("mps"), setting, bf16=True) for setting in (True, "auto"))
 
 
 def test_isa_probe_is_skipped_unless_the_environment_decides(monkeypatch: pytest.MonkeyPatch) -> None:

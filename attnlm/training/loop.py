@@ -72,7 +72,7 @@ class Trainer:
         self.clock = Clock(t.max_time, self.state, self.dist.active)
         evaluated = min(len(self.corpus.val), t.eval_chars or len(self.corpus.val)) / self.dist.world  # per rank
         self.clock.eval_steps = 0.5 * evaluated / (t.batch_size * t.grad_accum_steps * cfg.model.block_size)
-        self.compiled = use_compile(self.device, t.compile, self.bf16) and compile_supported(self.device)
+        self.compiled = use_compile(self.device, t.compile, self.bf16)
         if t.compile is True and not compile_supported(self.device):
             console.print("note: train.compile is off on MPS (torch.compile's Metal backend is a prototype that "
                           "attnlm has not been run with); training runs eager", highlight=False)
