@@ -36,12 +36,16 @@ TINY = [
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's CLI process: a 100-column terminal, one thread (ONE_THREAD)."""
+    return {**os.environ, "COLUMNS": "100", **ONE_THREAD, **(extra or {})}
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m attnlm ARGS` exactly as a user would, capturing output (on one thread: see ONE_THREAD)."""
-    full_env = {**os.environ, "COLUMNS": "100", **ONE_THREAD, **(env or {})}
+    """Run `python -m attnlm ARGS` exactly as a user would, capturing output."""
     result = subprocess.run([sys.executable, "-m", "attnlm", *args], cwd=cwd or ROOT, capture_output=True,
-                            text=True, timeout=timeout, env=full_env)
+                            text=True, timeout=timeout, env=cli_env(env))
     if check and result.returncode != 0:
         raise AssertionError(f"attnlm {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
@@ -52,10 +56,6 @@ STEPS = 90  # TINY: 3 epochs x 30 steps
 LOG_EVERY_STEP = ["--set", "log.print_every=1"]
 
 
-
-
-def cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
-    return run_cli(*args, check=check, timeout=timeout)
 
 
 def train_args(corpus: Path, runs: Path, name: str, *extra: str) -> list[str]:
@@ -70,7 +70,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Pat
     """One uninterrupted run per test session, the yardstick of the resume and reproducibility tests."""
     if corpus not in _reference:
         runs = tmp_path_factory.mktemp("reference")
-        cli(*train_args(corpus, runs, "reference"), check=True)
+        run_cli(*train_args(corpus, runs, "reference"), check=True)
         _reference[corpus] = runs / "reference"
     return _reference[corpus]
 
@@ -78,7 +78,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Pat
 def start(*args: str) -> subprocess.Popen:
     """`python -m attnlm ARGS` in the background, its output kept in pipes."""
     return subprocess.Popen([sys.executable, "-m", "attnlm", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "100", **ONE_THREAD})
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
 
 
 def metrics(run: Path) -> list[dict]:

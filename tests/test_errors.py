@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import cli, reference_run, snapshot
+from run_helpers import reference_run, run_cli, snapshot
 
 
 class RunsCode:
@@ -210,7 +210,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> di
 
     def call(item: tuple[str, tuple[Path, list[str], dict]]) -> tuple[str, Outcome]:
         case_id, (ws, args, before) = item
-        result = cli(*args, timeout=180)
+        result = run_cli(*args, timeout=180)
         return case_id, Outcome(ws, result, before, snapshot(ws, small_corpus))
 
     with ThreadPoolExecutor(max_workers=3) as pool:

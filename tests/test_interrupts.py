@@ -17,9 +17,9 @@ from run_helpers import (
     ONE_THREAD,
     ROOT,
     assert_same_training,
-    cli,
     last_logged_step,
     load_checkpoint,
+    run_cli,
     snapshot,
     start,
     step_losses,
@@ -92,7 +92,7 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_checkpoint(tmp_path: Path, sm
         assert saved_step >= logged - 1, "checkpoint_every=1 must lose at most one step"
     assert torn_saves, "no kill landed inside a checkpoint write"
 
-    cli("train", "--resume", str(run), check=True)
+    run_cli("train", "--resume", str(run), check=True)
     assert not list(folder.glob(TEMP_PREFIX + "*")), "resume must clean up the temp files of killed saves"
     # Checkpointing every step and being killed repeatedly changes nothing about the training itself.
     assert_same_training(run, reference)
@@ -103,7 +103,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     shutil.copytree(reference, run)
     before = snapshot(run / "checkpoints")
     # One more epoch at an absurd learning rate: the first update blows the weights up, the next loss is inf/nan.
-    result = cli("train", "--resume", str(run), "--set", "train.epochs=4", "--set", "train.lr=1e30")
+    result = run_cli("train", "--resume", str(run), "--set", "train.epochs=4", "--set", "train.lr=1e30")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
@@ -129,7 +129,7 @@ def test_a_run_in_training_cannot_be_resumed_or_overwritten_at_the_same_time(tmp
         wait_for(lambda: (run / "checkpoints" / "last.pt").is_file(), "the first checkpoint", proc)
         before = snapshot(run)
         for extra in (["train", "--resume", str(run)], [*args, "--overwrite"]):
-            result = cli(*extra)
+            result = run_cli(*extra)
             assert result.returncode == 2, result.stderr
             assert result.stderr.strip().splitlines() == [
                 f"error: run {run} is being trained by another attnlm process right now; "
@@ -140,5 +140,5 @@ def test_a_run_in_training_cannot_be_resumed_or_overwritten_at_the_same_time(tmp
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)
     assert proc.returncode == 130
-    resumed = cli("train", "--resume", str(run), "--set", "train.epochs=1")  # the lock went with the process
+    resumed = run_cli("train", "--resume", str(run), "--set", "train.epochs=1")  # the lock went with the process
     assert resumed.returncode == 0, resumed.stderr

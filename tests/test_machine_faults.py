@@ -22,8 +22,8 @@ from run_helpers import (
     ONE_THREAD,
     ROOT,
     assert_same_training,
-    cli,
     load_checkpoint,
+    run_cli,
     start,
     train_args,
     wait_for,
@@ -160,7 +160,7 @@ def test_disk_filling_up_during_training_stops_with_one_line_and_the_run_resumes
     assert_intact(run, 30)
 
     (fs / "ballast").unlink()
-    cli("train", "--resume", str(run), check=True)
+    run_cli("train", "--resume", str(run), check=True)
     assert_same_training(run, reference)
 
 
@@ -181,7 +181,7 @@ def test_run_folder_made_read_only_during_training_stops_with_one_line_and_resum
                                            "make it writable again"):
         lock_run(run)  # what `attnlm train --resume` does first
     mounts.undo(run)
-    cli("train", "--resume", str(run), check=True)
+    run_cli("train", "--resume", str(run), check=True)
     assert_same_training(run, reference)
 
 
@@ -225,7 +225,7 @@ def test_tensorboard_failing_warns_once_and_training_goes_on(tmp_path: Path, sma
 def test_no_room_for_the_checkpoints_refuses_before_anything_is_made(tmp_path: Path, small_corpus: Path,
                                                                      mounts: Mounts) -> None:
     fs = mounts.tmpfs(tmp_path / "fs", "1m")  # three checkpoints of this model take 1.2 MB
-    result = cli(*train_args(small_corpus, fs, "cramped"))
+    result = run_cli(*train_args(small_corpus, fs, "cramped"))
     assert result.returncode == 4, result.stdout + result.stderr
     assert re.fullmatch(
         rf"error: not enough disk space for {re.escape(str(fs))}: its disk has 1\.0 MB free and this run \(3 "

@@ -11,8 +11,8 @@ from run_helpers import (
     ROOT,
     STEPS,
     assert_same_training,
-    cli,
     load_checkpoint,
+    run_cli,
     step_losses,
     train_args,
 )
@@ -22,7 +22,7 @@ from attnlm.runs import git_commit
 
 def test_same_config_and_seed_give_identical_losses_and_weights(tmp_path: Path, small_corpus: Path,
                                                                 reference: Path) -> None:
-    cli(*train_args(small_corpus, tmp_path, "again"), check=True)
+    run_cli(*train_args(small_corpus, tmp_path, "again"), check=True)
     assert len(step_losses(reference)) == STEPS
     assert_same_training(tmp_path / "again", reference)
 

@@ -11,10 +11,10 @@ from run_helpers import (
     STEPS,
     assert_same_tensors,
     assert_same_training,
-    cli,
     epoch_results,
     load_checkpoint,
     optimizer_states,
+    run_cli,
     snapshot,
     start,
     step_losses,
@@ -44,7 +44,7 @@ def test_run_stopped_by_signals_and_resumed_matches_uninterrupted_run(tmp_path: 
         assert payload["state"]["step"] == stopped > resumed_from
         assert step_losses(run)[-1][0] == stopped  # every finished step is logged, none after the checkpoint
         resumed_from = stopped
-    result = cli("train", "--resume", str(run), check=True)
+    result = run_cli("train", "--resume", str(run), check=True)
     assert f"resuming {run}" in result.stdout and f"from step {resumed_from}" in result.stdout
 
     assert_same_training(run, reference)
@@ -61,7 +61,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, reference: Path
     run = tmp_path / "finished"
     shutil.copytree(reference, run)
     before = snapshot(run)
-    result = cli("train", "--resume", str(run))
+    result = run_cli("train", "--resume", str(run))
     assert result.returncode == 0, result.stderr
     assert f"{run} already finished (step {STEPS}); to train it further raise train.epochs" in result.stdout
     assert snapshot(run) == before
@@ -74,11 +74,11 @@ def test_max_steps_stop_ends_the_run_and_raising_it_continues_the_same_batches(t
     (where the LR does not depend on the horizon) can it equal a run planned that long from the start;
     there it must, step for step and weight for weight."""
     warm = ("--set", "train.warmup_steps=60", "--set", "log.sample_chars=0")
-    cli(*train_args(small_corpus, tmp_path, "planned", *warm, "--set", "train.max_steps=45"), check=True)
-    cli(*train_args(small_corpus, tmp_path, "extended", *warm, "--set", "train.max_steps=20"), check=True)
+    run_cli(*train_args(small_corpus, tmp_path, "planned", *warm, "--set", "train.max_steps=45"), check=True)
+    run_cli(*train_args(small_corpus, tmp_path, "extended", *warm, "--set", "train.max_steps=20"), check=True)
     run = tmp_path / "extended"
     assert [(e[0], e[1]) for e in epoch_results(run)] == [(1, 20)]  # the partial epoch was closed
-    result = cli("train", "--resume", str(run), "--set", "train.max_steps=45", check=True)
+    result = run_cli("train", "--resume", str(run), "--set", "train.max_steps=45", check=True)
     assert "from step 20" in result.stdout
     planned = tmp_path / "planned"
     assert step_losses(run) == step_losses(planned)
@@ -92,7 +92,7 @@ def test_muon_run_stopped_and_resumed_matches_uninterrupted_run(tmp_path: Path, 
     """With train.optimizer=muon the checkpoint carries both optimizers (Muon's momentum, AdamW's moments)."""
     muon = ("--set", "train.optimizer=muon", "--set", "train.epochs=2", "--set", "log.tensorboard=false",
             "--set", "log.sample_chars=0")
-    cli(*train_args(small_corpus, tmp_path, "whole", *muon), check=True)
+    run_cli(*train_args(small_corpus, tmp_path, "whole", *muon), check=True)
     run = tmp_path / "stopped"
     proc = start(*train_args(small_corpus, tmp_path, "stopped", *muon))
     wait_for_step(run, 8, proc)
@@ -102,7 +102,7 @@ def test_muon_run_stopped_and_resumed_matches_uninterrupted_run(tmp_path: Path, 
     saved = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]
     assert set(saved) == {"adamw", "muon"}
     assert all("momentum_buffer" in s for _, s in optimizer_states(saved["muon"]))
-    wrong = cli("train", "--resume", str(run), "--set", "train.optimizer=adamw")
+    wrong = run_cli("train", "--resume", str(run), "--set", "train.optimizer=adamw")
     assert wrong.returncode == 2 and "was trained with train.optimizer=muon, not adamw" in wrong.stderr
-    cli("train", "--resume", str(run), check=True)
+    run_cli("train", "--resume", str(run), check=True)
     assert_same_training(run, tmp_path / "whole", steps=60)

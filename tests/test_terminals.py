@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from run_helpers import ONE_THREAD, ROOT, cli, run_cli
+from run_helpers import ONE_THREAD, ROOT, run_cli
 
 LINES = [
     "Café crème brûlée, naïve façade; señor Müller’s résumé.",
@@ -40,21 +40,21 @@ def test_a_multiscript_corpus_through_train_sample_eval_trace_and_attention(tmp_
     corpus = multiscript(tmp_path / "multi.txt")
     run = tmp_path / "multi"
     # The probe text puts CJK, an emoji with a skin tone and a combining accent into every epoch's heat maps.
-    train = cli("train", "--config", "configs/tiny.yaml", *SMALL, "--set", "model.block_size=24", "--set",
+    train = run_cli("train", "--config", "configs/tiny.yaml", *SMALL, "--set", "model.block_size=24", "--set",
                 f"data.path={corpus}", "--set", f"log.dir={tmp_path}", "--set", "train.epochs=1", "--set",
                 "train.steps_per_epoch=6", "--set", "log.probe_text=中文 👍🏽 e\u0301", "--name", "multi", check=True)
     assert_clean(train)
     assert (run / "summary.json").is_file()
-    sample = cli("sample", "--run", str(run), "-n", "40", "--prompt", "中", check=True)
+    sample = run_cli("sample", "--run", str(run), "-n", "40", "--prompt", "中", check=True)
     assert_clean(sample)
     assert sample.stdout.startswith("中") and len(sample.stdout) > 40
-    evaluated = cli("eval", "--run", str(run), "--data", str(corpus), check=True)
+    evaluated = run_cli("eval", "--run", str(run), "--data", str(corpus), check=True)
     assert_clean(evaluated)
     assert f"{len(corpus.read_text(encoding='utf-8')) - 1:,} predictions" in evaluated.stdout
-    traced = cli("trace", "--run", str(run), "--text", "中文👍🏽 e\u0301", check=True)
+    traced = run_cli("trace", "--run", str(run), "--text", "中文👍🏽 e\u0301", check=True)
     assert_clean(traced)
     assert "Next-character probabilities" in traced.stdout
-    words = cli("attention", "--run", str(run), "--text", "Thumbs 👍🏽 and e\u0301 中文", "--words",
+    words = run_cli("attention", "--run", str(run), "--text", "Thumbs 👍🏽 and e\u0301 中文", "--words",
                 "--heatmap", str(tmp_path / "h.png"), check=True)
     assert_clean(words)
     header = next(line for line in words.stdout.splitlines() if line.startswith("┃"))
@@ -67,7 +67,7 @@ def test_a_context_of_one_character_trains_samples_and_saves(tmp_path: Path) -> 
     """block_size 1 crashed in the end-of-epoch sample before any checkpoint was written (block 2 and the
     other paths at both sizes: test_generation.py)."""
     corpus = multiscript(tmp_path / "multi.txt", lines=40)
-    train = cli("train", "--config", "configs/tiny.yaml", *SMALL, "--set", "model.block_size=1", "--set",
+    train = run_cli("train", "--config", "configs/tiny.yaml", *SMALL, "--set", "model.block_size=1", "--set",
                 f"data.path={corpus}", "--set", f"log.dir={tmp_path}", "--set", "train.epochs=2", "--set",
                 "train.steps_per_epoch=3", "--set", "train.eval_batch_size=512", "--name", "b", check=True)
     assert_clean(train)
