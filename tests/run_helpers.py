@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import locale
+import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import forked_cli
 import pytest
 import torch
 
@@ -42,13 +47,46 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m attnlm ARGS` exactly as a user would, capturing output."""
-    result = subprocess.run([sys.executable, "-m", "attnlm", *args], cwd=cwd or ROOT, capture_output=True,
-                            text=True, timeout=timeout, env=cli_env(env))
+            env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m attnlm ARGS` as a user would run it, capturing output: in a fork of a warm process
+    (forked_cli.py), or with `fresh` (or ATTNLM_TEST_FRESH=1) in a new interpreter, for what depends on start-up."""
+    command = [sys.executable, "-m", "attnlm", *args]
+    if fresh or os.environ.get("ATTNLM_TEST_FRESH") == "1":
+        result = subprocess.run(command, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+                                env=cli_env(env))
+    else:
+        result = _run_forked(command, list(args), cwd or ROOT, cli_env(env), timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"attnlm {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+_forks: multiprocessing.context.ForkServerContext | None = None
+
+
+def _run_forked(command: list[str], args: list[str], cwd: Path, env: dict[str, str],
+                timeout: float) -> subprocess.CompletedProcess:
+    global _forks
+    if _forks is None:
+        _forks = multiprocessing.get_context("forkserver")
+        _forks.set_forkserver_preload(["forked_cli", *forked_cli.PRELOAD])
+    with tempfile.TemporaryDirectory(prefix="attnlm-cli-") as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        out.touch()
+        err.touch()
+        child = _forks.Process(target=forked_cli.main_in_fork, args=(args, str(cwd), env, str(out), str(err)))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(command, timeout, _text(out), _text(err))
+        return subprocess.CompletedProcess(command, child.exitcode, _text(out), _text(err))
+
+
+def _text(path: Path) -> str:
+    """A file's bytes decoded as subprocess.run(text=True) decodes a pipe (universal newlines included)."""
+    return io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding=locale.getpreferredencoding(False)).read()
 
 
 STEPS = 90  # TINY: 3 epochs x 30 steps

@@ -39,9 +39,9 @@ def test_every_module_imports_and_the_cli_starts_without_fcntl(tmp_path: Path) -
     count = int(result.stdout.split()[0])
     assert count >= 25, result.stdout  # the whole package, subpackages included
     for args in (["--help"], ["--version"]):
-        out = run_cli(*args, env=env)
+        out = run_cli(*args, env=env, fresh=True)
         assert out.returncode == 0 and out.stderr == "", out.stderr
-    assert run_cli("--version", env=env).stdout == f"attnlm {attnlm.__version__}\n"
+    assert run_cli("--version", env=env, fresh=True).stdout == f"attnlm {attnlm.__version__}\n"
 
 
 def test_help_version_and_option_mistakes_do_not_import_torch() -> None:
