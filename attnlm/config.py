@@ -49,6 +49,8 @@ class ModelConfig:
     norm: str = _f("layernorm", "normalisation: layernorm or rmsnorm")
     qk_norm: bool = _f(False, "RMS-normalise queries and keys per head before the dot product")
     tie_weights: bool = _f(False, "share the token embedding matrix with the output head")
+    bigram: bool = _f(False, "also embed each (previous, current) character pair, a table of vocab^2 + 1 vectors "
+                             "added to the token's: the first layer already sees two-character units")
     bias: bool = _f(False, "use biases in linear layers and norms")
     attention: str = _f("auto", "attention kernel: sdpa (F.scaled_dot_product_attention), math (the explicit "
                                 "softmax(QK^T/sqrt(d))V) or auto: math under CPU bf16 autocast for contexts up to 64, "
@@ -76,6 +78,9 @@ class TrainConfig:
     beta2: float = _f(0.99, "AdamW beta2")
     optimizer: str = _f("adamw", "adamw (every parameter) or muon: the blocks' weight matrices on torch.optim.Muon "
                                  "(orthogonalised momentum), embeddings, head, norms and biases on AdamW")
+    embedding_lr: float | None = _f(None, "AdamW peak learning rate of the embeddings (token, pair, learned position) "
+                                          "(null: train.lr); the schedule scales it like train.lr. With "
+                                          "tie_weights the shared matrix is the embedding")
     muon_lr: float = _f(0.02, "with optimizer muon: the Muon matrices' peak learning rate (the schedule scales it "
                               "like train.lr)")
     muon_momentum: float = _f(0.95, "with optimizer muon: Muon's momentum (Nesterov)")
@@ -328,7 +333,7 @@ def validate(cfg: Config) -> None:
     }
     optional_positive = {
         "train.steps_per_epoch": t.steps_per_epoch, "train.max_steps": t.max_steps,
-        "train.global_batch_size": t.global_batch_size,
+        "train.global_batch_size": t.global_batch_size, "train.embedding_lr": t.embedding_lr,
         "train.max_time": t.max_time, "train.checkpoint_every": t.checkpoint_every, "train.eval_chars": t.eval_chars,
     }
     for key, value in positive.items():

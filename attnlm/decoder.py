@@ -24,6 +24,7 @@ that recomputing the window gives.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ class KVCache:
     k: list[torch.Tensor]  # per layer (B, H, T_max, D)
     v: list[torch.Tensor]
     length: int = 0
+    last_token: int = -1  # the token at position length - 1: model.bigram pairs the next one with it
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
@@ -103,6 +105,8 @@ class Decoder:
         with torch.no_grad():
             self.tok_emb = model.tok_emb.weight.detach()  # (V, C)
             self.pos_emb = model.pos_emb.weight.detach() if model.pos_emb is not None else None  # (T_max, C)
+            self.pair_emb = model.pair_emb.weight.detach() if model.pair_emb is not None else None  # (V^2 + 1, C)
+            self.vocab_size = model.vocab_size
             rotary = model.blocks[0].attn.rotary
             # Per position, what multiplies the query's and the key's feature pairs: e^(i pos f) for both
             # (rotary) or 1, and for the query also the 1/sqrt(D) of the scores, so that costs no extra kernel.
@@ -128,6 +132,10 @@ class Decoder:
         S = start + T  # positions the new queries see
         H, D = self.n_head, self.head_size
         x = self.tok_emb[tokens[0] : tokens[0] + 1] if T == 1 else self.tok_emb[tokens]  # (T, C)
+        if self.pair_emb is not None:
+            V = self.vocab_size  # as AttnLM.pairs: previous * V + current, V * V at the window's start
+            first = V * V if start == 0 else cache.last_token * V + tokens[0]
+            x = x + self.pair_emb[[first, *(a * V + b for a, b in itertools.pairwise(tokens))]]  # (T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb[start:S]
         turn = self.turn[:, :, start:S]  # (2, 1, T, D/2)
@@ -157,5 +165,5 @@ class Decoder:
                 x = torch.addmm(x, h, down_t)
                 if down_bias is not None:
                     x = x + down_bias
-        cache.length = S
+        cache.length, cache.last_token = S, tokens[-1]
         return self.head(x[-1:])[0]  # (V,): only the last position's logits are sampled

@@ -225,6 +225,10 @@ class AttnLM(nn.Module):
         head_size = cfg.n_embd // cfg.n_head
         rotary = Rotary(head_size, cfg.block_size) if cfg.pos == "rope" else None
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
+        # model.bigram: each (previous, current) character pair's own vector. Without it the first layer's
+        # attention has to fetch the previous character before anything can use it. Row V*V stands for a
+        # window's first character, whose previous one is out of view.
+        self.pair_emb = nn.Embedding(vocab_size * vocab_size + 1, cfg.n_embd) if cfg.bigram else None
         self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, rotary) for _ in range(cfg.n_layer))
@@ -248,9 +252,18 @@ class AttnLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def pairs(self, idx: torch.Tensor) -> torch.Tensor:
+        """Each position's row of pair_emb: previous * V + current, and V * V at the window's start. (B, T)."""
+        V = self.vocab_size
+        first = torch.full_like(idx[:, :1], V * V)  # (B, 1)
+        return torch.cat((first, idx[:, :-1] * V + idx[:, 1:]), dim=1)  # (B, T)
+
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token embeddings plus learned positions (rotary positions act inside attention). idx: (B, T)."""
+        """Token embeddings plus, where configured, character-pair embeddings and learned positions (rotary
+        positions act inside attention). idx: (B, T)."""
         x = self.tok_emb(idx)  # (B, T, C)
+        if self.pair_emb is not None:
+            x = x + self.pair_emb(self.pairs(idx))  # (B, T, C)
         if self.pos_emb is not None:
             pos = torch.arange(idx.shape[1], device=idx.device)  # (T,)
             x = x + self.pos_emb(pos)  # (B, T, C) + (T, C)

@@ -31,6 +31,7 @@ def both_paths(model: AttnLM, prompt: list[int], n: int, opts: SamplingOptions, 
 @pytest.mark.parametrize("overrides", [
     {"pos": "learned"},
     {"pos": "rope", "qk_norm": True, "norm": "rmsnorm", "activation": "relu2"},
+    {"pos": "rope", "bigram": True},
 ])
 def test_cached_and_recomputed_generation_are_identical_past_block_size(overrides: dict) -> None:
     model = tiny_model(**overrides)
@@ -45,6 +46,7 @@ VARIANTS = [
     {"pos": "learned", "norm": "layernorm", "bias": True, "activation": "gelu", "tie_weights": True},
     {"pos": "rope", "qk_norm": True, "norm": "rmsnorm", "activation": "relu2"},
     {"pos": "rope", "mlp": False},
+    {"pos": "learned", "bigram": True, "tie_weights": True},
 ]
 
 

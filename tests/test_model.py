@@ -62,10 +62,11 @@ CONFIGS = [
     ModelConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, pos="rope", qk_norm=True, norm="rmsnorm",
                 activation="relu2", tie_weights=True),
     ModelConfig(block_size=16, n_layer=3, n_head=2, n_embd=16, mlp=False),
+    ModelConfig(block_size=16, n_layer=2, n_head=2, n_embd=16, pos="rope", bigram=True),
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only", "bigram"])
 def test_changing_later_characters_never_changes_earlier_logits(cfg: ModelConfig) -> None:
     torch.manual_seed(0)
     model = AttnLM(cfg, vocab_size=11).eval()
@@ -78,7 +79,7 @@ def test_changing_later_characters_never_changes_earlier_logits(cfg: ModelConfig
     assert not torch.allclose(logits[0, 9:], logits2[0, 9:])
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["learned", "rope-qknorm", "attention-only", "bigram"])
 def test_fast_path_equals_explicit_path(cfg: ModelConfig) -> None:
     torch.manual_seed(1)
     model = AttnLM(dataclasses.replace(cfg, attention="sdpa"), vocab_size=13).eval()
@@ -155,3 +156,16 @@ def test_block_size_is_a_hard_limit() -> None:
 def test_tied_head_shares_the_embedding() -> None:
     model = AttnLM(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8, tie_weights=True), 5)
     assert model.head.weight is model.tok_emb.weight
+
+
+def test_bigram_adds_the_vector_of_each_character_pair() -> None:
+    """x_t = E[c_t] + P[c_(t-1) * V + c_t], and P[V * V] at the window's first character (no previous one)."""
+    V = 5
+    model = AttnLM(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8, pos="rope", bigram=True), V)
+    assert model.pair_emb.weight.shape == (V * V + 1, 8)
+    idx = torch.tensor([[3, 1, 4, 1]])
+    assert model.pairs(idx).tolist() == [[V * V, 3 * V + 1, 1 * V + 4, 4 * V + 1]]
+    want = model.tok_emb.weight[idx[0]] + model.pair_emb.weight[[V * V, 16, 9, 21]]
+    torch.testing.assert_close(model.embed(idx)[0], want)
+    # The same character after another one is another input: 'a' after 'b' is not 'a' after 'c'.
+    assert not torch.equal(model.embed(torch.tensor([[2, 0]]))[0, 1], model.embed(torch.tensor([[3, 0]]))[0, 1])

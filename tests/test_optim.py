@@ -12,6 +12,7 @@ from rich.console import Console
 
 from attnlm.checkpoint import load_checkpoint
 from attnlm.config import TrainConfig, load_config
+from attnlm.errors import UserError
 from attnlm.optim import learning_rate
 from attnlm.training import Trainer
 
@@ -75,13 +76,31 @@ def test_muon_takes_the_blocks_matrices_and_the_schedule_scales_both_optimizers(
     assert trainer.optimizer.muon.param_groups[0]["lr"] == pytest.approx(3e-3)
 
 
+def test_embedding_lr_gives_the_embeddings_their_own_peak(small_corpus: Path, one_thread: None) -> None:
+    base = [f"data.path={small_corpus}", "log.tensorboard=false", "train.optimizer=muon", "train.lr=3e-3"]
+    trainer = Trainer(load_config("configs/tiny.yaml", [*base, "train.embedding_lr=0.015"]), Console(quiet=True))
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    groups = [{names[id(p)] for p in g["params"]} for g in trainer.optimizer.adamw.param_groups]
+    assert groups[-1] == {"tok_emb.weight", "pos_emb.weight"}  # tiny.yaml has learned positions
+    assert all("tok_emb.weight" not in g for g in groups[:-1]) and "head.weight" in groups[0]
+    trainer.step()  # warmup step 1 of 10
+    assert trainer.optimizer.adamw.param_groups[-1]["lr"] == pytest.approx(1.5e-3)
+    assert trainer.optimizer.adamw.param_groups[0]["lr"] == pytest.approx(3e-4)  # what the table reports
+    # Unset, the embeddings stay in AdamW's decayed group: the optimizer (and its saved state) is as before.
+    plain = Trainer(load_config("configs/tiny.yaml", base), Console(quiet=True))
+    assert len(plain.optimizer.adamw.param_groups) == 2
+    with pytest.raises(UserError, match="'train.embedding_lr' must be positive or null"):
+        load_config("configs/tiny.yaml", [*base, "train.embedding_lr=0"])
+
+
 def test_muon_matches_torch_muon_in_bf16_and_iterates_in_fp32_where_bf16_is_emulated() -> None:
     """attnlm's Muon is torch.optim.Muon with the Newton-Schulz dtype as a choice: in bf16 the same update bit
     for bit; in fp32 (CPUs without native bf16 matmuls) the same direction to within bf16's rounding."""
     from attnlm.optim import Muon
 
     torch.manual_seed(0)
-    shapes = [(384, 128), (128, 128), (128, 512)]  # tall, square, wide: both sides of the transpose
+    # Tall, square, wide: both sides of the transpose; two of a shape go through Newton-Schulz as one stack.
+    shapes = [(384, 128), (128, 128), (128, 512), (384, 128), (128, 128)]
     start = [torch.randn(s) * 0.02 for s in shapes]
     grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
 

@@ -141,8 +141,9 @@ def run_trace(model: AttnLM, vocab: Vocab, text: str, layer: int = 0, head: int 
     shown = text if len(text) <= 24 else "..." + text[-21:]
     stages = [
         Stage("Input embeddings", f"{shape(1, T)} characters {text!r}",
-              "look up each character's vector" + (" (positions act inside attention, see RoPE below)" if rope
-                                                   else " and add its position's vector"),
+              "look up each character's vector"
+              + (" and its pair's with the previous character (model.bigram)" if cfg.bigram else "")
+              + (" (positions act inside attention, see RoPE below)" if rope else " and add its position's vector"),
               shape(1, T, C), [truncate(seen["embeddings"])]),
         Stage(f"Layer {layer} input", shape(1, T, C),
               ("normalise each position's vector" if layer == 0 else
