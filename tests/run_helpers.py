@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -61,20 +62,21 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = False, timeout: f
     return result
 
 
-_forks: multiprocessing.context.ForkServerContext | None = None
+@functools.cache
+def _fork_server() -> multiprocessing.context.ForkServerContext:
+    """This worker's fork server, started with the first forked run and kept until the worker exits."""
+    forks = multiprocessing.get_context("forkserver")
+    forks.set_forkserver_preload(["forked_cli", *forked_cli.PRELOAD])
+    return forks
 
 
 def _run_forked(command: list[str], args: list[str], cwd: Path, env: dict[str, str],
                 timeout: float) -> subprocess.CompletedProcess:
-    global _forks
-    if _forks is None:
-        _forks = multiprocessing.get_context("forkserver")
-        _forks.set_forkserver_preload(["forked_cli", *forked_cli.PRELOAD])
     with tempfile.TemporaryDirectory(prefix="attnlm-cli-") as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
         out.touch()
         err.touch()
-        child = _forks.Process(target=forked_cli.main_in_fork, args=(args, str(cwd), env, str(out), str(err)))
+        child = _fork_server().Process(target=forked_cli.main_in_fork, args=(args, str(cwd), env, str(out), str(err)))
         child.start()
         child.join(timeout)
         if child.exitcode is None:

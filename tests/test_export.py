@@ -55,7 +55,8 @@ def test_round_trip_gives_identical_logits(exported: tuple[Path, Path]) -> None:
 
 
 def test_tied_weights_are_stored_once_and_tied_again(tmp_path: Path) -> None:
-    cfg = Config(model=ModelConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, tie_weights=True),
+    """A tied head, and the pair table of model.bigram, come back from an export as they were trained."""
+    cfg = Config(model=ModelConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, tie_weights=True, bigram=True),
                  log=LogConfig(name="tied"))
     torch.manual_seed(0)
     model = AttnLM(cfg.model, 5)
@@ -66,6 +67,7 @@ def test_tied_weights_are_stored_once_and_tied_again(tmp_path: Path) -> None:
     again, vocab, _, _ = load_export(tmp_path / "out")
     assert meta["tied"] == {"head.weight": "tok_emb.weight"} and vocab.chars == "\nab€é"
     assert again.head.weight is again.tok_emb.weight
+    assert torch.equal(again.pair_emb.weight, model.pair_emb.weight)
     ids = torch.tensor([[0, 1, 2, 3, 4, 1]])
     assert torch.equal(logits_of(model.eval(), ids), logits_of(again, ids))
 
