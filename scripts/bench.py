@@ -7,6 +7,7 @@ JSON line (prefixed `BENCH `) so results can be compared across commits:
     python scripts/bench.py speedrun   --config configs/speedrun-cpu.yaml  --data data/tinyshakespeare.txt
     python scripts/bench.py speedrun   ... --compile-cache DIR   # reuse torch.compile's kernels in DIR
     python scripts/bench.py speedrun   --vs-nanogpt ~/nanoGPT     # nanoGPT's CPU recipe first, then ours in its time
+    python scripts/bench.py throughput --vs-nanogpt ~/nanoGPT     # tokens/s against nanoGPT's, same machine
     python scripts/bench.py sample     --run runs/speedrun-cpu --chars 2000
     python scripts/bench.py all        --data data/tinyshakespeare.txt     # the README table
     python scripts/bench.py data       --size 1G     # preparation and training on a synthetic 1 GB corpus
@@ -86,9 +87,14 @@ def sync(device: torch.device) -> None:
 
 # ----- (1) throughput ------------------------------------------------------------------------------
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    """Tokens/s of the Trainer's own optimizer step (NaN guard and all), after warm-up and compile."""
+    """Tokens/s of the Trainer's own optimizer step (NaN guard and all), after warm-up and compile.
+
+    With --vs-nanogpt DIR, nanoGPT's CPU recipe runs first on the same machine, and the ratio is taken to its
+    steady step (the median of the iteration times it prints) and to its whole process (evaluations and
+    start-up included)."""
     from attnlm.training import Trainer
 
+    theirs = nanogpt(Path(args.vs_nanogpt).expanduser().resolve(), args.nanogpt_python) if args.vs_nanogpt else None
     cfg = config_for(args)
     cfg.train.max_time = None  # a time budget would anneal the LR; irrelevant to speed
     cfg.log.tensorboard = False
@@ -118,9 +124,19 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             ("warm-up", f"{args.warmup} steps in {warmup_s:.1f}s"),
             ("windows (tokens/s)", " ".join(f"{r:,.0f}" for r in rates)),
             ("median tokens/s", f"{median:,.0f}"), ("ms per step", f"{1000 * tokens_per_step / median:.2f}")]
-    return emit("throughput", rows, {"config": str(args.config), "set": args.set, "model": arch,
-                                     "tokens_per_s": round(median), "windows": [round(r) for r in rates],
-                                     "steps_per_window": args.steps, "warmup_s": round(warmup_s, 2)})
+    record: dict[str, Any] = {"config": str(args.config), "set": args.set, "model": arch,
+                              "tokens_per_s": round(median), "windows": [round(r) for r in rates],
+                              "steps_per_window": args.steps, "warmup_s": round(warmup_s, 2)}
+    if theirs:
+        steady = 12 * 64 * 1000 / theirs["median_step_ms"]  # the recipe's batch x block per step
+        process = theirs["tokens"] / theirs["wall_seconds"]
+        rows += [("nanoGPT: median step / tokens/s", f"{theirs['median_step_ms']:.2f} ms / {steady:,.0f}"),
+                 ("nanoGPT: whole process", f"{theirs['wall_seconds']:.1f}s = {process:,.0f} tokens/s"),
+                 ("attnlm / nanoGPT, steady steps", f"{median / steady:.2f}x"),
+                 ("attnlm / nanoGPT, its whole process", f"{median / process:.2f}x")]
+        record |= {"nanogpt": theirs, "vs_nanogpt_steady": round(median / steady, 3),
+                   "vs_nanogpt_process": round(median / process, 3)}
+    return emit("throughput", rows, record)
 
 
 # ----- (2) speedrun --------------------------------------------------------------------------------
@@ -129,6 +145,7 @@ NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile
                   "--eval_iters=20", "--eval_interval=250", "--log_interval=10", "--block_size=64",
                   "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
                   "--lr_decay_iters=2000", "--dropout=0.0"]
+NANOGPT_TOKENS = 2000 * 12 * 64  # its steps x batch x block: what the recipe trains on
 
 
 def nanogpt(folder: Path, python: str) -> dict[str, Any]:
@@ -148,7 +165,12 @@ def nanogpt(folder: Path, python: str) -> dict[str, Any]:
         raise SystemExit(f"nanoGPT's train.py exited {proc.returncode}")
     evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", proc.stdout)
     step, _, val = evals[-1]
+    # nanoGPT times every iteration from the end of the one before (batch, forward, backward, step) and prints
+    # every 10th; the median leaves out the iterations that held an evaluation, so it is its steady step.
+    iter_ms = [float(ms) for it, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", proc.stdout)
+               if int(it) > 0]
     return {"val_loss": float(val), "step": int(step), "wall_seconds": round(wall, 2),
+            "median_step_ms": round(statistics.median(iter_ms), 2), "tokens": NANOGPT_TOKENS,
             "val_curve": [float(v) for _, _, v in evals], "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
@@ -462,6 +484,13 @@ def data(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads})
 
 
+def nanogpt_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--vs-nanogpt", metavar="DIR", default=None,
+                   help=f"a karpathy/nanoGPT checkout with data/shakespeare_char prepared: {what}")
+    p.add_argument("--nanogpt-python", default=sys.executable,
+                   help="Python to run nanoGPT with (needs torch and numpy; default: this one)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -476,6 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=30, help="untimed steps first (compile happens here)")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
     p.add_argument("--steps", type=int, default=50, help="steps per timed window")
+    nanogpt_options(p, "run its CPU recipe first and compare tokens/s")
     p.set_defaults(func=throughput)
 
     p = sub.add_parser("speedrun", help="train under the config's time budget; final val loss")
@@ -484,11 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--verbose", action="store_true", help="show the trainer's output")
     p.add_argument("--compile-cache", default=None,
                    help="torch.compile cache folder to use (default: a new empty one, as on a first run)")
-    p.add_argument("--vs-nanogpt", metavar="DIR", default=None,
-                   help="a karpathy/nanoGPT checkout with data/shakespeare_char prepared: run its CPU recipe first "
-                        "and give attnlm its wall time (default data: DIR/data/shakespeare_char/input.txt)")
-    p.add_argument("--nanogpt-python", default=sys.executable,
-                   help="Python to run nanoGPT with (needs torch and numpy; default: this one)")
+    nanogpt_options(p, "run its CPU recipe first and give attnlm its wall time "
+                       "(default data: DIR/data/shakespeare_char/input.txt)")
     p.add_argument("--overhead", type=float, default=8.0,
                    help="with --vs-nanogpt: seconds of attnlm's process outside train.max_time (start-up, the "
                         "final validation pass, writing the run); max_time = nanoGPT's wall time - this")
