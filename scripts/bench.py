@@ -85,6 +85,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# nanoGPT's documented CPU recipe for tiny Shakespeare (its README), fp32, with evaluations as it prints them.
+# Its shape is written once: the whole run (`nanogpt`) and the in-process iteration (`NanoGPTStep`) share it.
+NANOGPT_MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
+NANOGPT_BATCH, NANOGPT_ITERS = 12, 2000
+NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--dtype=float32",
+                  "--eval_iters=20", "--eval_interval=250", "--log_interval=10",
+                  *(f"--{key}={value}" for key, value in NANOGPT_MODEL.items()), f"--batch_size={NANOGPT_BATCH}",
+                  f"--max_iters={NANOGPT_ITERS}", f"--lr_decay_iters={NANOGPT_ITERS}", "--dropout=0.0"]
+NANOGPT_STEP_TOKENS = NANOGPT_BATCH * NANOGPT_MODEL["block_size"]
+NANOGPT_TOKENS = NANOGPT_ITERS * NANOGPT_STEP_TOKENS  # what the whole recipe trains on
+
+
 # ----- (1) throughput ------------------------------------------------------------------------------
 class NanoGPTStep:
     """One training iteration of nanoGPT's CPU recipe in this process: its own GPT and AdamW from DIR/model.py,
@@ -101,16 +113,17 @@ class NanoGPTStep:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         torch.manual_seed(1337)
-        cfg = module.GPTConfig(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
+        cfg = module.GPTConfig(**NANOGPT_MODEL, vocab_size=65, dropout=0.0, bias=False)  # as its shakespeare_char config
         self.model = module.GPT(cfg)
         self.optimizer = self.model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
         self.train_bin, self.np = folder / "data" / "shakespeare_char" / "train.bin", np
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         data = self.np.memmap(self.train_bin, dtype=self.np.uint16, mode="r")  # as train.py: a new map each batch
-        ix = torch.randint(len(data) - 64, (12,))
-        x = torch.stack([torch.from_numpy(data[i:i + 64].astype(self.np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(data[i + 1:i + 65].astype(self.np.int64)) for i in ix])
+        T = NANOGPT_MODEL["block_size"]
+        ix = torch.randint(len(data) - T, (NANOGPT_BATCH,))
+        x = torch.stack([torch.from_numpy(data[i:i + T].astype(self.np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(self.np.int64)) for i in ix])
         return x, y
 
     def step(self) -> None:
@@ -153,12 +166,12 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         warmup_s = time.perf_counter() - t0
         tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size
         if reference:
-            window(reference.step, 10, 12 * 64)
+            window(reference.step, 10, NANOGPT_STEP_TOKENS)
         rates, reference_rates = [], []
         for _ in range(args.windows):
             rates.append(window(trainer.step, args.steps, tokens_per_step))
             if reference:
-                reference_rates.append(window(reference.step, args.steps, 12 * 64))
+                reference_rates.append(window(reference.step, args.steps, NANOGPT_STEP_TOKENS))
     median = statistics.median(rates)
     m, t = cfg.model, cfg.train
     arch = (f"{m.n_layer}x{m.n_head}x{m.n_embd} ctx {m.block_size} batch {t.batch_size} {m.pos} {m.norm} "
@@ -188,12 +201,6 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----- (2) speedrun --------------------------------------------------------------------------------
-# nanoGPT's documented CPU recipe for tiny Shakespeare (its README), fp32, with evaluations as it prints them.
-NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--dtype=float32",
-                  "--eval_iters=20", "--eval_interval=250", "--log_interval=10", "--block_size=64",
-                  "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
-                  "--lr_decay_iters=2000", "--dropout=0.0"]
-NANOGPT_TOKENS = 2000 * 12 * 64  # its steps x batch x block: what the recipe trains on
 
 
 def nanogpt(folder: Path, python: str) -> dict[str, Any]:
