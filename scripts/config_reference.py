@@ -1,4 +1,5 @@
-"""Print the README's config reference table (a test keeps the README in step with attnlm/config.py)."""
+"""Print the config reference table of docs/configuration.md (tests/test_readme.py keeps that file in step with
+attnlm/config.py)."""
 
 from __future__ import annotations
 

@@ -113,11 +113,11 @@ sys.meta_path.insert(0, NoAttnlm())
 '''
 
 
-def test_the_readme_loads_an_export_with_only_torch_and_safetensors(exported: tuple[Path, Path],
-                                                                    tmp_path: Path) -> None:
+def test_the_export_docs_load_an_export_with_only_torch_and_safetensors(exported: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
     _, out = exported
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Export: the model outside attnlm", 1)[1]
+    docs = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")
+    section = docs.split("## Loading an export without attnlm", 1)[1]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_ATTNLM, encoding="utf-8")
