@@ -32,17 +32,19 @@ sample: install
 tensorboard: install
 	$(BIN)/tensorboard --logdir runs
 
-test: install data
+test: lint data
 	$(BIN)/pytest
 
+# ruff, and the import layers written down in .importlinter (a lower module never imports a higher one)
 lint: install
 	$(BIN)/ruff check attnlm tests scripts
+	$(BIN)/lint-imports
 
-# The benchmark corpus is nanoGPT's tiny Shakespeare; it is not downloaded for you (README, Performance).
+# The benchmark corpus is nanoGPT's tiny Shakespeare; it is not downloaded for you (docs/performance.md).
 BENCH_CORPUS := data/tinyshakespeare.txt
 
 $(BENCH_CORPUS):
-	@echo "make bench needs $@: copy nanoGPT's tiny Shakespeare input.txt there (README, Performance)"; exit 1
+	@echo "make bench needs $@: copy nanoGPT's tiny Shakespeare input.txt there (docs/performance.md)"; exit 1
 
 bench: install $(BENCH_CORPUS)
 	$(BIN)/python scripts/bench.py all --data $(BENCH_CORPUS)

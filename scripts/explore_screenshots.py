@@ -14,8 +14,7 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from attnlm.explore.model_access import ExploredModel
-from attnlm.explore.server import start
+from attnlm.api.explore import start_explorer
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
@@ -39,7 +38,7 @@ def main() -> None:
     parser.add_argument("--head", default="0")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    server = start(ExploredModel.open(args.run, None))
+    server = start_explorer(args.run)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)

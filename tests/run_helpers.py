@@ -20,7 +20,7 @@ import forked_cli
 import pytest
 import torch
 
-from attnlm.checkpoint import load_checkpoint
+from attnlm.store.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "shakespeare.txt"  # prepared by `make test` (attnlm data shakespeare)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from attnlm.config import load_config, resolve_accumulation
 from attnlm.errors import UserError
-from attnlm.runs import new_run_dir
+from attnlm.store.run_dir import new_run_dir
 from attnlm.training import Trainer
 
 TINY = ["model.block_size=32", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "train.lr=3e-3",

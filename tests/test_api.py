@@ -20,8 +20,8 @@ from run_helpers import ROOT, TINY, last_logged_step, metrics, run_cli
 
 import attnlm
 from attnlm.config import parse_override
-from attnlm.inspect.trace import run_trace
-from attnlm.interrupts import stop_requests
+from attnlm.inspection.trace import run_trace
+from attnlm.training.interrupts import stop_requests
 
 QUIET = Console(quiet=True)
 

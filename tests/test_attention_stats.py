@@ -12,9 +12,9 @@ from rich.console import Console
 
 from attnlm.data import Vocab
 from attnlm.errors import UserError
-from attnlm.inspect.attention_stats import AttentionStats, describe, measure
-from attnlm.probe import default_probe, epoch_files, epoch_path, load_epoch, save_epoch
-from attnlm.report import EpochStats, EpochTable, join_notes
+from attnlm.inspection.attention_stats import AttentionStats, describe, measure
+from attnlm.inspection.probe import default_probe, epoch_files, epoch_path, load_epoch, save_epoch
+from attnlm.training.epoch_table import EpochStats, EpochTable, join_notes
 
 TEXT = "to be or not to be, that is"  # T = 27, spaces at 2, 5, 8, 12, 15, 19, 24
 

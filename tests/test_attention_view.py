@@ -18,10 +18,11 @@ from run_helpers import run_cli
 from attnlm.config import ModelConfig
 from attnlm.data import Vocab
 from attnlm.errors import UserError
-from attnlm.inspect.attention import attention_weights, group_matrix, to_dot, word_groups, write_graph
-from attnlm.inspect.plots import head_images, probe_ids, write_heatmaps
-from attnlm.model import AttnLM
-from attnlm.tblog import TBLogger
+from attnlm.inspection.attention import attention_weights, group_matrix, to_dot, word_groups, write_graph
+from attnlm.inspection.plots import head_images, write_heatmaps
+from attnlm.inspection.probe import probe_ids
+from attnlm.lm.model import AttnLM
+from attnlm.training.tensorboard_log import TBLogger
 
 # Seed 003's table: rows = the token asking, columns = the token attended to.
 SEED_LABELS = ["I", "love", "tennis", "."]

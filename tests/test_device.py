@@ -9,12 +9,14 @@ import torch
 import torch._inductor.config as inductor_config
 from rich.console import Console
 
-from attnlm import commands
+from attnlm.api.attention import attention
+from attnlm.api.evaluate import eval_
+from attnlm.api.sample import sample
+from attnlm.api.trace import trace
+from attnlm.checks import SamplingOptions
 from attnlm.config import load_config
 from attnlm.device import compile_supported, resolve_device, trust_cpu_isa_flags, use_bf16, use_compile
 from attnlm.errors import UserError
-from attnlm.inspect import commands as inspect
-from attnlm.sampling import SamplingOptions
 
 CHOICES = "must be one of auto, cpu, cuda, cuda:N or mps"
 
@@ -66,12 +68,12 @@ def test_every_device_option_refuses_a_typo(command: str) -> None:
     """Before anything is loaded: no run or checkpoint exists for these calls."""
     console, nowhere = Console(quiet=True), "no/such/run"
     calls = {
-        "sample": lambda: commands.sample(run=nowhere, checkpoint=None, prompt=None, max_new_tokens=1,
+        "sample": lambda: sample(run=nowhere, checkpoint=None, prompt=None, max_new_tokens=1,
                                           opts=SamplingOptions(), num_samples=1, seed=0, device_name="cuda1"),
-        "eval": lambda: commands.eval_(run=nowhere, checkpoint=None, data=None, device_name="cuda1", console=console),
-        "trace": lambda: inspect.trace(run=nowhere, checkpoint=None, config=None, overrides=[], text="ab", layer=0,
+        "eval": lambda: eval_(run=nowhere, checkpoint=None, data=None, device_name="cuda1", console=console),
+        "trace": lambda: trace(run=nowhere, checkpoint=None, config=None, overrides=[], text="ab", layer=0,
                                        head=0, device="cuda1", console=console),
-        "attention": lambda: inspect.attention(run=nowhere, checkpoint=None, config=None, overrides=[], text="ab",
+        "attention": lambda: attention(run=nowhere, checkpoint=None, config=None, overrides=[], text="ab",
                                                layer=0, head=None, mean=False, words=False, graph=None,
                                                min_weight=0.1, heatmap=None, device="cuda1", console=console),
     }

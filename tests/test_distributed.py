@@ -16,11 +16,11 @@ import torch
 from rich.console import Console
 from run_helpers import ROOT, TINY, metrics, run_cli, step_losses, wait_for_step
 
-from attnlm.checkpoint import load_checkpoint
 from attnlm.config import load_config
 from attnlm.data import BatchSampler
 from attnlm.distributed import rank_seed
-from attnlm.runs import new_run_dir
+from attnlm.store.checkpoint import load_checkpoint
+from attnlm.store.run_dir import new_run_dir
 from attnlm.training import Trainer
 
 STEPS = 45  # 3 epochs x 15

@@ -17,12 +17,13 @@ import pytest
 import torch
 from run_helpers import ROOT
 
+from attnlm.api.explore import explore, open_explored
 from attnlm.errors import UserError
 from attnlm.explore.model_access import ExploredModel
-from attnlm.explore.server import ExploreServer, explore, start, static_file
-from attnlm.inspect.attention import attention_weights, group_matrix, word_groups
-from attnlm.inspect.trace import run_trace
-from attnlm.probe import epoch_files, load_epoch
+from attnlm.explore.server import ExploreServer, start, static_file
+from attnlm.inspection.attention import attention_weights, group_matrix, word_groups
+from attnlm.inspection.probe import epoch_files, load_epoch
+from attnlm.inspection.trace import run_trace
 
 TEXT = "To be, or not to be"
 
@@ -30,7 +31,7 @@ TEXT = "To be, or not to be"
 @pytest.fixture(scope="module")
 def served(trained_run) -> Iterator[tuple[ExploreServer, ExploredModel]]:
     run_dir, _ = trained_run
-    model = ExploredModel.open(str(run_dir), None)
+    model = open_explored(str(run_dir), None)
     server = start(model)
     yield server, model
     server.shutdown()
@@ -172,7 +173,7 @@ def test_a_lone_checkpoint_still_serves_attention(trained_run, tmp_path: Path) -
     run_dir, _ = trained_run
     lone = tmp_path / "model.pt"
     lone.write_bytes((run_dir / "checkpoints" / "best.pt").read_bytes())
-    server = start(ExploredModel.open(None, str(lone)))
+    server = start(open_explored(None, str(lone)))
     try:
         status, info = call(server, "/api/info")
         assert status == 200 and info["run"] is None and info["attention_epochs"] == []

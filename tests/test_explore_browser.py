@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlm.explore.model_access import ExploredModel
-from attnlm.explore.server import start
-from attnlm.inspect.attention import attention_weights
-from attnlm.probe import epoch_files, load_epoch
+from attnlm.api.explore import start_explorer
+from attnlm.inspection.attention import attention_weights
+from attnlm.inspection.probe import epoch_files, load_epoch
 
 REQUIRED = os.environ.get("ATTNLM_REQUIRE_BROWSER") == "1"
 # Flags for a sandbox-less container and a machine with no network: nothing is fetched at start-up.
@@ -63,8 +62,8 @@ def test_the_page_in_a_real_browser(trained_run, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     run_dir, _ = trained_run
-    model = ExploredModel.open(str(run_dir), None)
-    server = start(model)
+    server = start_explorer(str(run_dir))
+    model = server.model
     errors: list[str] = []
     try:
         with sync_playwright() as p:

@@ -18,13 +18,16 @@ from rich.console import Console
 from run_helpers import ROOT, run_cli, snapshot
 from safetensors import safe_open
 
-from attnlm import commands
-from attnlm.checkpoint import load_model, save_checkpoint
+from attnlm.api.evaluate import eval_
+from attnlm.api.sample import sample
+from attnlm.checks import SamplingOptions
 from attnlm.config import Config, LogConfig, ModelConfig
 from attnlm.errors import UserError
-from attnlm.export import export, load_export
-from attnlm.model import AttnLM
-from attnlm.sampling import SamplingOptions
+from attnlm.lm.model import AttnLM
+from attnlm.store.checkpoint import save_checkpoint
+from attnlm.store.export import export
+from attnlm.store.exported import load_export
+from attnlm.store.load import load_model
 
 CPU = torch.device("cpu")
 
@@ -77,12 +80,12 @@ def test_sample_and_eval_read_an_export_through_the_cli(exported: tuple[Path, Pa
     run_dir, out = exported
     sampled = run_cli("sample", "--checkpoint", str(out), "-n", "60", "--seed", "7", "--temperature", "0.9",
                       check=True)
-    commands.sample(run=str(run_dir), checkpoint=None, prompt=None, max_new_tokens=60,
+    sample(run=str(run_dir), checkpoint=None, prompt=None, max_new_tokens=60,
                     opts=SamplingOptions(temperature=0.9), num_samples=1, seed=7, device_name="cpu")
     assert sampled.stdout == capsys.readouterr().out
     evaluated = run_cli("eval", "--checkpoint", str(out), check=True)
     buffer = io.StringIO()
-    commands.eval_(run=str(run_dir), checkpoint=None, data=None, device_name="cpu", console=Console(file=buffer, width=1000))
+    eval_(run=str(run_dir), checkpoint=None, data=None, device_name="cpu", console=Console(file=buffer, width=1000))
     assert evaluated.stdout.splitlines()[0].startswith(f"{out} on validation split of ")
     assert evaluated.stdout.splitlines()[-3:] == buffer.getvalue().splitlines()[-3:]  # loss, perplexity, accuracy
 

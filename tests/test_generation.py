@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attnlm.checks import SamplingOptions
 from attnlm.config import ModelConfig
-from attnlm.decoder import Decoder, KVCache
-from attnlm.generation import context_start, generate
-from attnlm.model import AttnLM
-from attnlm.sampling import SamplingOptions
+from attnlm.lm.generate import context_start, generate
+from attnlm.lm.kv_cache import Decoder, KVCache
+from attnlm.lm.model import AttnLM
 
 VOCAB = 11
 
@@ -106,10 +106,10 @@ def test_contexts_of_one_and_two_characters_work_everywhere(block_size: int, tmp
     """Sampling (both paths, past the context), evaluation, the trace and the attention views at the
     smallest contexts: half of a block_size of 1 is 0, which once left the sampler an empty context."""
     from attnlm.data import Vocab
-    from attnlm.evaluate import evaluate, summarise
-    from attnlm.inspect.attention import attention_weights
-    from attnlm.inspect.plots import write_heatmaps
-    from attnlm.inspect.trace import run_trace
+    from attnlm.inspection.attention import attention_weights
+    from attnlm.inspection.plots import write_heatmaps
+    from attnlm.inspection.trace import run_trace
+    from attnlm.lm.evaluation import eval_result, evaluate
 
     for pos in ("learned", "rope"):
         model = tiny_model(block_size=block_size, pos=pos)
@@ -117,7 +117,7 @@ def test_contexts_of_one_and_two_characters_work_everywhere(block_size: int, tmp
         assert cached == recomputed and len(cached) == 12
     vocab = Vocab("abcdefghijk")
     assert vocab.size == VOCAB
-    result = summarise(*evaluate(model, vocab.encode("abcabcabcabcd"), 4, torch.device("cpu")))
+    result = eval_result(*evaluate(model, vocab.encode("abcabcabcabcd"), 4, torch.device("cpu")))
     assert result.tokens == 12 and 0 < result.loss < 10
     text = "ab"[:block_size]
     assert run_trace(model, vocab, text).tensors["weights"].shape == (1, block_size, block_size)

@@ -28,7 +28,7 @@ from run_helpers import (
     wait_for_step,
 )
 
-from attnlm.checkpoint import TEMP_PREFIX
+from attnlm.disk import TEMP_PREFIX
 
 
 def test_second_ctrl_c_exits_at_once_and_leaves_a_whole_checkpoint(tmp_path: Path, small_corpus: Path) -> None:

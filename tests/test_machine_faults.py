@@ -30,15 +30,15 @@ from run_helpers import (
     wait_for_step,
 )
 
-from attnlm.checkpoint import TEMP_PREFIX, atomic_write
 from attnlm.config import ModelConfig
 from attnlm.data import Vocab, prepare_sources
+from attnlm.disk import TEMP_PREFIX, atomic_write
 from attnlm.errors import MachineError
-from attnlm.export import export
-from attnlm.inspect.attention import attention_weights, to_dot, write_graph
-from attnlm.inspect.plots import write_heatmaps
-from attnlm.model import AttnLM
-from attnlm.runs import lock_run
+from attnlm.inspection.attention import attention_weights, to_dot, write_graph
+from attnlm.inspection.plots import write_heatmaps
+from attnlm.lm.model import AttnLM
+from attnlm.store.export import export
+from attnlm.store.run_dir import lock_run
 
 
 class Mounts:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlm.config import ModelConfig
-from attnlm.model import AttnLM, Rotary, SelfAttention, attention_scores, causal_attention, causal_softmax
+from attnlm.lm.model import AttnLM, Rotary, SelfAttention, attention_scores, causal_attention, causal_softmax
 
 # The seed's worked example (001): three items with four features, key = query.
 QUERY = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]]])

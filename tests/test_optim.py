@@ -10,11 +10,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnlm.checkpoint import load_checkpoint
 from attnlm.config import TrainConfig, load_config
 from attnlm.errors import UserError
-from attnlm.optim import learning_rate
+from attnlm.store.checkpoint import load_checkpoint
 from attnlm.training import Trainer
+from attnlm.training.schedule import learning_rate
 
 
 def test_warmup_then_cosine_to_min_lr() -> None:
@@ -96,7 +96,7 @@ def test_embedding_lr_gives_the_embeddings_their_own_peak(small_corpus: Path, on
 def test_muon_matches_torch_muon_in_bf16_and_iterates_in_fp32_where_bf16_is_emulated() -> None:
     """attnlm's Muon is torch.optim.Muon with the Newton-Schulz dtype as a choice: in bf16 the same update bit
     for bit; in fp32 (CPUs without native bf16 matmuls) the same direction to within bf16's rounding."""
-    from attnlm.optim import Muon
+    from attnlm.training.optim import Muon
 
     torch.manual_seed(0)
     # Tall, square, wide: both sides of the transpose; two of a shape go through Newton-Schulz as one stack.

@@ -18,12 +18,13 @@ import torch
 from rich.console import Console
 from run_helpers import ROOT, TINY, metrics, step_losses
 
-from attnlm import commands
+from attnlm.api.data import data_prepare
+from attnlm.api.evaluate import eval_
 from attnlm.config import load_config
 from attnlm.data import EvalPlan, eval_windows, prepare_sources
 from attnlm.data.memmap import read_meta
 from attnlm.errors import UserError
-from attnlm.runs import new_run_dir
+from attnlm.store.run_dir import new_run_dir
 from attnlm.training import Trainer
 
 
@@ -86,7 +87,7 @@ def train_in_process(corpus: str | Path, runs: Path, name: str, *extra: str) -> 
 
 def test_a_prepared_folder_trains_exactly_like_its_text(small_corpus: Path, tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "prepared"
-    printed = report(lambda console: commands.data_prepare(sources=[str(small_corpus)], config=None, overrides=[], out=out,
+    printed = report(lambda console: data_prepare(sources=[str(small_corpus)], config=None, overrides=[], out=out,
                                                             console=console))
     assert f"{small_corpus}: prepared in" in printed
     assert "60,000 characters in 1 document; vocabulary of 68 (uint8)" in printed
@@ -113,7 +114,7 @@ def test_a_long_validation_split_is_evaluated_on_the_same_subset_every_epoch(
     vals = [r["val_loss"] for r in metrics(run) if r["kind"] == "epoch"]
     assert len(vals) == 2 and vals[0] == pytest.approx(vals[1], abs=1e-6)  # same windows, a model barely moved
     def evaluate(full: bool) -> str:
-        return report(lambda console: commands.eval_(run=str(run), checkpoint=None, data=None, device_name="cpu",
+        return report(lambda console: eval_(run=str(run), checkpoint=None, data=None, device_name="cpu",
                                                      console=console, full=full))
 
     assert "a fixed subset of 1,024 of 5,999 validation predictions (32 evenly spaced windows" in evaluate(False)

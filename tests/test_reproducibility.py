@@ -17,7 +17,7 @@ from run_helpers import (
     train_args,
 )
 
-from attnlm.runs import git_commit
+from attnlm.store.run_info import git_commit
 
 
 def test_same_config_and_seed_give_identical_losses_and_weights(tmp_path: Path, small_corpus: Path,

@@ -16,15 +16,17 @@ import torch
 from rich.cells import cell_len
 from rich.console import Console
 
-from attnlm import commands
+from attnlm.api.evaluate import eval_
+from attnlm.api.runs import runs
 from attnlm.config import Config, ModelConfig
 from attnlm.data import Corpus, Vocab, read_text
+from attnlm.data.vocab import check_known
 from attnlm.errors import UserError
-from attnlm.inspect import plots
-from attnlm.inspect.attention import char_groups, fitting_tables, group_matrix, word_groups
-from attnlm.model import AttnLM
-from attnlm.report import EpochStats, EpochTable, observation
-from attnlm.text import check_known, show_char
+from attnlm.inspection import plots
+from attnlm.inspection.attention import char_groups, fitting_tables, group_matrix, word_groups
+from attnlm.labels import show_char
+from attnlm.lm.model import AttnLM
+from attnlm.training.epoch_table import EpochStats, EpochTable, observation
 from attnlm.training.reporter import Reporter
 
 WIDTHS = [50, 60, 80, 120]
@@ -65,7 +67,7 @@ def test_unknown_characters_are_counted_and_the_file_named(trained_run: tuple[Pa
     data = tmp_path / "greek.txt"
     data.write_text("αβγδεζηθικλμνξοπρστυφχψω" * 3, encoding="utf-8")
     with pytest.raises(UserError) as error:
-        commands.eval_(run=str(trained_run[0]), checkpoint=None, data=data, device_name="cpu", console=console(80))
+        eval_(run=str(trained_run[0]), checkpoint=None, data=data, device_name="cpu", console=console(80))
     assert str(error.value).startswith(f"--data {data} has characters the model never saw: 'α' 'β'")
     assert " and 4 more; " in str(error.value)  # 24 letters, 20 listed
 
@@ -120,7 +122,7 @@ def test_runs_fit_the_terminal(width: int, tmp_path: Path, monkeypatch: pytest.M
         row = {"kind": "epoch", "epoch": 8, "step": 2400 + i, "val_loss": 1.547 + i, "elapsed": 260.5}
         (tmp_path / "runs" / name / "metrics.jsonl").write_text(json.dumps(row) + "\n")
     c = console(width)
-    commands.runs(root=Path("runs"), console=c)
+    runs(root=Path("runs"), console=c)
     lines = printed(c)
     assert all(cell_len(line) <= width for line in lines), "\n".join(lines)
     out = "\n".join(lines)

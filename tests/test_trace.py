@@ -8,13 +8,13 @@ import pytest
 import torch
 from run_helpers import TINY, run_cli
 
-from attnlm.build import build
-from attnlm.checkpoint import load_model
 from attnlm.config import ModelConfig, load_config
 from attnlm.data import Vocab
 from attnlm.errors import UserError
-from attnlm.inspect.trace import run_trace, truncate, verify
-from attnlm.model import AttnLM
+from attnlm.inspection.trace import run_trace, truncate, verify
+from attnlm.lm.model import AttnLM
+from attnlm.store.load import load_model
+from attnlm.training.build import build
 
 TEXT = "To be, or not"
 STAGES = ["Input embeddings", "Layer 1 input", "Linear projections (Q, K, V)", "Attention scores",

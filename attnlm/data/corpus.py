@@ -10,9 +10,8 @@ from attnlm.data.cache import Cache, default_cache_dir, fingerprints, key, linea
 from attnlm.data.memmap import Corpus, open_prepared, read_meta
 from attnlm.data.prepare import Log, Scan, check_vocab, encode, log_to_stderr, scan, split_sizes
 from attnlm.data.sources import CHUNK_BYTES, Spec, describe, entries, resolve
-from attnlm.data.vocab import Vocab
+from attnlm.data.vocab import Vocab, check_known
 from attnlm.errors import UserError
-from attnlm.text import check_known
 
 FIX_UNKNOWN = "use only characters from its vocabulary"
 

@@ -20,9 +20,8 @@ from tqdm import tqdm
 
 from attnlm.data.memmap import write_meta
 from attnlm.data.sources import CHUNK_BYTES, NotText, SourceFile, read_chunks
-from attnlm.data.vocab import CharSet, Encoder, Vocab
+from attnlm.data.vocab import CharSet, Encoder, Vocab, check_known
 from attnlm.errors import UserError
-from attnlm.text import check_known
 
 Log = Callable[[str], None]
 

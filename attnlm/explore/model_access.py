@@ -11,16 +11,38 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
-from attnlm import api
+from attnlm.config import Config
+from attnlm.data.vocab import Vocab, encode_checked
 from attnlm.errors import UserError
-from attnlm.inspect.attention import group_matrix, word_groups
-from attnlm.inspect.trace import Trace
-from attnlm.probe import PROBE_CHARS, ProbeAttention, epoch_files, load_epoch
-from attnlm.runs import read_metrics, resolve_checkpoint
-from attnlm.text import encode_checked, show_char
+from attnlm.inspection.attention import group_matrix, word_groups
+from attnlm.inspection.probe import PROBE_CHARS, ProbeAttention, epoch_files, load_epoch
+from attnlm.inspection.trace import Trace
+from attnlm.labels import show_char
+from attnlm.store.metrics import read_metrics
+
+
+class TrainedModel(Protocol):
+    """What the explorer asks of the model it is handed (an attnlm.api Model: attnlm.api.explore loads it). The
+    explorer never loads one itself, so it sits below the API and uses it through these calls."""
+
+    module: torch.nn.Module
+    vocab: Vocab
+    config: Config
+    source: str
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def attention(self, text: str) -> torch.Tensor: ...
+
+    def trace(self, text: str, layer: int = 0, head: int = 0) -> Trace: ...
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8, *,
+                 seed: int | None = None) -> str: ...
 
 TOP_K = 5
 
@@ -37,7 +59,7 @@ class Analysis:
 class ExploredModel:
     """A trained model and, when there is one, the run folder it came from."""
 
-    def __init__(self, model: api.Model, run_dir: Path | None) -> None:
+    def __init__(self, model: TrainedModel, run_dir: Path | None) -> None:
         self.model = model
         self.vocab = model.vocab
         self.config = model.config
@@ -45,13 +67,6 @@ class ExploredModel:
         self.run_dir = run_dir
         self._lock = threading.Lock()  # one model, many request threads: compute one request at a time
         self._default_text: str | None = None
-
-    @classmethod
-    def open(cls, run: str | None, checkpoint: str | None, device: str = "cpu") -> ExploredModel:
-        path = resolve_checkpoint(run, checkpoint)  # --run, --checkpoint or the newest run, as every command
-        # A checkpoint inside a run folder (RUN/checkpoints/x.pt) brings its run's history along.
-        run_dir = Path(run) if run else path.parent.parent if (path.parent.parent / "metrics.jsonl").is_file() else None
-        return cls(api.load(path, device=device), run_dir)
 
     @property
     def module(self) -> torch.nn.Module:

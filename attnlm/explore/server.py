@@ -11,7 +11,6 @@ import json
 import sys
 import threading
 import traceback
-import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -145,24 +144,3 @@ def make_server(model: ExploredModel, host: str, port: int) -> ExploreServer:
     except OSError as e:
         raise UserError(f"cannot serve on {host}:{port} ({e.strerror}); pick another port with --port N "
                         "(--port 0 takes any free one)") from None
-
-
-def explore(run: str | None, checkpoint: str | None, host: str, port: int, open_browser: bool, device: str,
-            print_line: Any = print) -> None:
-    """The `attnlm explore` command: load, serve until Ctrl-C."""
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be between 0 and 65535, got {port}")
-    model = ExploredModel.open(run, checkpoint, device)
-    server = make_server(model, host, port)
-    print_line(f"attnlm explore: {model.source} at {server.url}  (Ctrl-C to stop)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print_line(f"note: serving on {host}: anyone who can reach this machine can use the page")
-    sys.stdout.flush()
-    if open_browser:
-        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print_line("stopped")
-    finally:
-        server.server_close()

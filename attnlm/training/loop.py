@@ -13,22 +13,23 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from attnlm import checkpoint as ckpt
 from attnlm import disk, distributed
-from attnlm.build import build, init_source
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, Vocab, steps_per_epoch
 from attnlm.device import autocast, compile_supported, trust_cpu_isa_flags, use_compile
 from attnlm.errors import MachineError
-from attnlm.evaluate import evaluate, summarise
-from attnlm.inspect.plots import probe_ids
-from attnlm.interrupts import EXIT_SIGNAL, stop_requests
-from attnlm.optim import build_optimizer, learning_rate, skip_update_if
-from attnlm.report import EpochStats
-from attnlm.runs import SUMMARY_FILE, rewind_metrics
+from attnlm.inspection.probe import probe_ids
+from attnlm.lm.evaluation import eval_result, evaluate
+from attnlm.store import checkpoint as ckpt
+from attnlm.store.metrics import SUMMARY_FILE, rewind_metrics
+from attnlm.training.build import build, init_source
 from attnlm.training.clock import Clock
+from attnlm.training.epoch_table import EpochStats
 from attnlm.training.guard import NonFiniteGuard
+from attnlm.training.interrupts import EXIT_SIGNAL, stop_requests
+from attnlm.training.optim import build_optimizer, skip_update_if
 from attnlm.training.reporter import Reporter
+from attnlm.training.schedule import learning_rate
 from attnlm.training.state import TrainState, checkpoint_payload, restore, rng_states
 
 # Steps timed (after the first, which holds torch.compile) before train.fit_epochs sizes the epochs.
@@ -221,7 +222,7 @@ class Trainer:
             return 0
         try:
             if self.dist.is_main:
-                ckpt.remove_leftovers(run_dir / "checkpoints")
+                disk.remove_leftovers(run_dir / "checkpoints")
                 if self.resumed:
                     rewind_metrics(run_dir, self.state.step)
             self.reporter.open(run_dir, self.state.step if self.resumed else None)
@@ -332,7 +333,7 @@ class Trainer:
                           autocast(self.device, self.bf16), shard=(self.dist.rank, self.dist.world),
                           max_chars=t.eval_chars)
         distributed.all_reduce_sum(self.dist, *totals)
-        val = summarise(*totals)
+        val = eval_result(*totals)
         self.clock.last_eval_seconds = time.perf_counter() - eval_start
         steps = st.step_in_epoch
         stats = EpochStats(

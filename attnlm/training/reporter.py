@@ -17,18 +17,17 @@ import torch
 from rich.console import Console
 from tqdm import tqdm as std_tqdm
 
-from attnlm import checkpoint as ckpt
 from attnlm import disk
+from attnlm.checks import SamplingOptions
 from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
-from attnlm.generation import generate
-from attnlm.model import AttnLM
-from attnlm.probe import AttentionProbe
-from attnlm.report import EpochStats, EpochTable, join_notes, loss_chart, observation
-from attnlm.runs import METRICS_FILE, SUMMARY_FILE
-from attnlm.sampling import SamplingOptions
-from attnlm.tblog import TBLogger
+from attnlm.inspection.probe import AttentionProbe
+from attnlm.lm.generate import generate
+from attnlm.lm.model import AttnLM
+from attnlm.store.metrics import METRICS_FILE, SUMMARY_FILE
+from attnlm.training.epoch_table import EpochStats, EpochTable, join_notes, loss_chart, observation
 from attnlm.training.state import TrainState
+from attnlm.training.tensorboard_log import TBLogger
 
 
 def in_notebook() -> bool:
@@ -196,7 +195,7 @@ class Reporter:
                    "epochs": len(st.history), "seconds": st.elapsed}
         # Atomic like the checkpoints: `attnlm runs` reads a run as finished when this file exists.
         data = (json.dumps(summary, indent=2) + "\n").encode()
-        ckpt.atomic_write(self.run_dir / SUMMARY_FILE, lambda f: f.write(data), len(data))
+        disk.atomic_write(self.run_dir / SUMMARY_FILE, lambda f: f.write(data), len(data))
         self.console.print(f"run saved in {self.run_dir}/ (checkpoints/best.pt, checkpoints/last.pt, "
                            f"TensorBoard: tensorboard --logdir {self.run_dir.parent})", highlight=False)
         if self.cfg.log.sample_chars:

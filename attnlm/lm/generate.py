@@ -7,10 +7,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from attnlm.decoder import Decoder, KVCache
+from attnlm.checks import SamplingOptions
 from attnlm.device import eager
-from attnlm.model import AttnLM
-from attnlm.sampling import SamplingOptions
+from attnlm.lm.kv_cache import Decoder, KVCache
+from attnlm.lm.model import AttnLM
 
 
 def next_token_probs(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:

@@ -1,54 +1,22 @@
-"""The `trace` and `attention` commands: look inside a trained or freshly initialised model."""
+"""TODO"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from attnlm.api.model import load_for_inspection
 from attnlm.errors import UserError
-
-if TYPE_CHECKING:  # torch loads inside the commands: a mistyped option is answered without waiting for it
-    from attnlm.api import Model
-
-
-def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str],
-                        device_name: str) -> Model:
-    """A checkpoint's model, or with --config a fresh model initialised from train.seed, its vocabulary read
-    from the config's data file."""
-    from attnlm import api
-    from attnlm.device import resolve_device
-
-    device = resolve_device(device_name, "--device")  # a typo or a missing GPU is named as the option
-    if config is not None:
-        if run or checkpoint:
-            raise UserError("give --config (a fresh, untrained model) or --run/--checkpoint (a trained one), not both")
-        model = api.Model.untrained(config, overrides, device=device_name)
-        model.source = f"an untrained model from {config} (seed {model.config.train.seed})"
-        return model
-    if overrides:
-        raise UserError("--set only applies with --config; a checkpoint keeps the settings it was trained with")
-    from attnlm.runs import resolve_checkpoint
-
-    return api.load(resolve_checkpoint(run, checkpoint), device=device)
-
-
-def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
-          layer: int, head: int, device: str, console: Console) -> None:
-    from attnlm.inspect.trace import render
-
-    model = load_for_inspection(run, checkpoint, config, overrides, device)
-    render(model.trace(text, layer, head), console, model.source)
 
 
 def attention(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
               layer: int, head: int | None, mean: bool, words: bool, graph: Path | None, min_weight: float,
               heatmap: Path | None, device: str, console: Console) -> None:
-    from attnlm.inspect import attention as view
+    from attnlm.checks import check_index, check_png
+    from attnlm.inspection import attention as view
     from attnlm.terminal import natural_width, print_whole
-    from attnlm.text import check_index, check_png
 
     if mean and head is not None:
         raise UserError("give --head H (one head) or --mean (the average of all heads), not both")
@@ -93,6 +61,6 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         if note:
             print(f"note: {note}", file=sys.stderr)
     if heatmap is not None:
-        from attnlm.inspect.plots import write_heatmaps
+        from attnlm.inspection.plots import write_heatmaps
 
         console.print(f"wrote {write_heatmaps(weights, text, heatmap)}", highlight=False)

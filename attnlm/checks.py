@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from attnlm.config import check_device_name
 from attnlm.errors import UserError
@@ -36,3 +37,17 @@ def check_request(opts: SamplingOptions, max_new_tokens: int, num_samples: int, 
     if prompt == "":
         raise UserError("--prompt is empty; give at least one character, or leave it out to start from a newline")
     check_device_name(device_name, "--device")
+
+
+def check_index(what: str, value: int, count: int) -> None:
+    """--layer / --head within the model's range."""
+    if not 0 <= value < count:
+        plural = "s" if count != 1 else ""
+        raise UserError(f"--{what} {value} is out of range: the model has {count} {what}{plural} "
+                        f"(0 to {count - 1}); pick one of those")
+
+
+def check_png(option: str, path: Path) -> None:
+    """Pictures are written as PNG; say so before any work is done."""
+    if path.suffix.lower() != ".png":
+        raise UserError(f"{option} {path}: the heat map is written as PNG; give a file name ending in .png")

@@ -11,10 +11,10 @@ from attnlm import distributed
 from attnlm.config import Config
 from attnlm.data import Corpus, Vocab, load_corpus
 from attnlm.data.sources import describe
+from attnlm.data.vocab import listed
 from attnlm.device import resolve_device, use_bf16
 from attnlm.errors import UnknownCharacters, UserError
-from attnlm.model import AttnLM
-from attnlm.text import listed
+from attnlm.lm.model import AttnLM
 
 
 @dataclass
@@ -48,9 +48,9 @@ def init_source(cfg: Config) -> tuple[dict, str] | None:
     config's model section; None when training starts from scratch."""
     if not cfg.train.init_from:
         return None
-    from attnlm.checkpoint import load_checkpoint
     from attnlm.config import config_from_dict, model_differences
-    from attnlm.runs import resolve_checkpoint
+    from attnlm.store.checkpoint import load_checkpoint
+    from attnlm.store.run_dir import resolve_checkpoint
 
     source = Path(cfg.train.init_from)
     path = resolve_checkpoint(str(source), None) if source.is_dir() else source

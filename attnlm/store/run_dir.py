@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from attnlm import disk, locks
-from attnlm.checkpoint import atomic_write
-from attnlm.config import Config, save_config
 from attnlm.errors import MachineError, UserError
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -> Path:
@@ -71,19 +62,6 @@ def unlock_run(lock: int) -> None:
     locks.release(lock)
 
 
-def git_commit(cwd: Path) -> str | None:
-    """The project's commit (with `+dirty` for uncommitted changes), when it is a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def list_run_dirs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
@@ -102,7 +80,7 @@ def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path
         folder = Path(run)
         if not folder.is_dir():
             raise UserError(f"run folder not found: {folder}; `attnlm runs` lists the runs")
-        from attnlm.export import is_export
+        from attnlm.store.exported import is_export
 
         if is_export(folder):
             return folder
@@ -117,78 +95,3 @@ def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path
     raise UserError(f"run {folder} has no checkpoint yet (checkpoints/best.pt or last.pt); train it first")
 
 
-@dataclass
-class RunSummary:
-    path: Path
-    epochs: int
-    steps: int
-    best_val: float | None
-    seconds: float
-    finished: bool
-
-
-def read_metrics(folder: Path) -> list[dict]:
-    path = folder / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut short by a kill: everything before it is good
-    return rows
-
-
-def rewind_metrics(folder: Path, step: int) -> None:
-    """Cut metrics.jsonl back to the rows logged up to `step`, the step of the checkpoint a run resumes from.
-
-    Rows after that step come from work the resumed run redoes, and a kill can leave a half-written last
-    line that would hide every row appended after it. Rewriting the file (atomically) rather than
-    de-duplicating when reading keeps it exactly what an uninterrupted run writes, for every reader.
-    """
-    path = folder / METRICS_FILE
-    if not path.is_file():
-        return
-    keep = [json.dumps(row) + "\n" for row in read_metrics(folder) if row.get("step", 0) <= step]
-    atomic_write(path, lambda f: f.write("".join(keep).encode("utf-8")))
-
-
-def summarise(folder: Path) -> RunSummary:
-    rows = [r for r in read_metrics(folder) if r.get("kind") == "epoch"]
-    vals = [r["val_loss"] for r in rows]
-    finished = (folder / SUMMARY_FILE).exists()
-    seconds = rows[-1]["elapsed"] if rows else 0.0
-    if finished:
-        try:  # the whole run, as its final report printed it, not just up to the last evaluation
-            seconds = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))["seconds"]
-        except (OSError, ValueError, KeyError):
-            pass
-    return RunSummary(
-        path=folder,
-        epochs=len(rows),
-        steps=rows[-1]["step"] if rows else 0,
-        best_val=min(vals) if vals else None,
-        seconds=seconds,
-        finished=finished,
-    )
-
-
-def write_run_info(cfg: Config, run_dir: Path) -> None:
-    """The merged config, and what produced the run: torch version, device, commit, command line."""
-    import torch
-
-    from attnlm import distributed
-    from attnlm.device import resolve_device
-
-    info = {"torch": str(torch.__version__), "device": str(resolve_device(cfg.train.device)),
-            "git_commit": git_commit(Path(__file__).resolve().parent.parent),
-            "argv": sys.argv,
-            "processes": distributed.current().world, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = run_dir / "config.yaml"
-    try:
-        save_config(cfg, path)
-        path = run_dir / "run.json"
-        path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise disk.write_error(path, e) from None

@@ -2,7 +2,7 @@
 to, each row summing to 1) and a directed graph with an edge from each query to every token it attends to.
 
 The weights are the model's own: `AttnLM.forward(..., return_attention=True)` returns what the explicit path
-computed, per layer (B, H, T, T). Pictures (heat maps, TensorBoard images) live in attnlm.inspect.plots.
+computed, per layer (B, H, T, T). Pictures (heat maps, TensorBoard images) live in attnlm.inspection.plots.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from attnlm import disk
-from attnlm.checkpoint import atomic_write
 from attnlm.device import eager
+from attnlm.disk import atomic_write
 from attnlm.errors import UserError
-from attnlm.model import AttnLM
+from attnlm.labels import graphemes, show_char
+from attnlm.lm.model import AttnLM
 from attnlm.terminal import natural_width
-from attnlm.text import graphemes, show_char
 
 GRAPH_FORMATS = (".dot", ".gv", ".svg", ".png")
 WORD = re.compile(r"\s*(?:\w+(?:'\w+)*|\S)|\s+$")  # a word or one punctuation mark, with the spaces before it

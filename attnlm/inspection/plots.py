@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from attnlm import disk
-from attnlm.checkpoint import atomic_write
-from attnlm.data import Vocab
-from attnlm.text import check_png, code_point, encode_checked, show_char
+from attnlm.checks import check_png
+from attnlm.disk import atomic_write
+from attnlm.labels import code_point, show_char
 
 
 def _new_figure(**kwargs: Any) -> Any:
@@ -225,13 +225,3 @@ def head_images(weights: list[torch.Tensor], chars: str) -> dict[str, torch.Tens
     return images
 
 
-def probe_ids(probe_text: str | None, vocab: Vocab, val: torch.Tensor, block_size: int) -> torch.Tensor:
-    """The probe text as ids (T,): log.probe_text, or else a short line of validation text."""
-    if probe_text is None:
-        from attnlm.probe import default_probe
-
-        return default_probe(val, vocab, block_size)
-    return encode_checked(
-        probe_text, vocab, "log.probe_text", block_size, empty_hint="set it to some text, or to null to probe with "
-        "validation text", never_saw="the corpus does not", fix="change the text or set it to null",
-        too_long=f"log.probe_text has {len(probe_text)} characters, more than model.block_size = {block_size}; shorten it")

@@ -18,10 +18,12 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from attnlm.checks import check_index
 from attnlm.data import Vocab
+from attnlm.data.vocab import encode_checked
 from attnlm.errors import UserError
-from attnlm.model import AttnLM
-from attnlm.text import check_index, encode_checked, show_char
+from attnlm.labels import show_char
+from attnlm.lm.model import AttnLM
 
 TOP_K = 5
 

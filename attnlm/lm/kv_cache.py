@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnlm.config import ModelConfig
-from attnlm.model import AttnLM
+from attnlm.lm.model import AttnLM
 
 
 @dataclass

@@ -3,7 +3,7 @@
 After each epoch the reporter hands the model to `AttentionProbe.end_epoch`, which computes the probe's
 attention once, saves it as `attention/epoch-NNN.pt` in the run folder (a few KB, read by `attnlm explore`'s
 epoch slider and `attnlm runs RUN`) and measures it for the Observation column
-(attnlm.inspect.attention_stats); once the epoch's checkpoint is safe, `log_images` draws it as one
+(attnlm.inspection.attention_stats); once the epoch's checkpoint is safe, `log_images` draws it as one
 TensorBoard image per head (its first IMAGE_CHARS characters).
 """
 
@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from attnlm import disk
-from attnlm.checkpoint import atomic_write
 from attnlm.data import Vocab
+from attnlm.data.vocab import encode_checked
+from attnlm.disk import atomic_write
 from attnlm.errors import UserError
-from attnlm.inspect.attention_stats import AttentionStats, describe, measure
+from attnlm.inspection.attention_stats import AttentionStats, describe, measure
 
 ATTENTION_DIR = "attention"
 FORMAT = "attnlm-probe-attention"
@@ -121,7 +122,7 @@ class AttentionProbe:
 
     def end_epoch(self, model: torch.nn.Module, run_dir: Path, epoch: int, step: int) -> str | None:
         """Record the probe's attention after `epoch`; returns a phrase on what attention did, or None."""
-        from attnlm.inspect.attention import attention_weights
+        from attnlm.inspection.attention import attention_weights
 
         if not self.write:
             return None  # the other processes of a torchrun job neither print nor write
@@ -137,7 +138,7 @@ class AttentionProbe:
 
     def log_images(self, tb: Any, step: int) -> None:
         """The last recorded attention as TensorBoard images, one per head, of the first IMAGE_CHARS characters."""
-        from attnlm.inspect.plots import head_images
+        from attnlm.inspection.plots import head_images
 
         if self.weights is None:
             return
@@ -154,3 +155,15 @@ class AttentionProbe:
         except UserError:
             return None
         return measure(saved.weights, saved.text) if saved.text == self.text and len(saved.text) >= 2 else None
+
+
+def probe_ids(probe_text: str | None, vocab: Vocab, val: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The probe text as ids (T,): log.probe_text, or else a short line of validation text."""
+    if probe_text is None:
+        from attnlm.inspection.probe import default_probe
+
+        return default_probe(val, vocab, block_size)
+    return encode_checked(
+        probe_text, vocab, "log.probe_text", block_size, empty_hint="set it to some text, or to null to probe with "
+        "validation text", never_saw="the corpus does not", fix="change the text or set it to null",
+        too_long=f"log.probe_text has {len(probe_text)} characters, more than model.block_size = {block_size}; shorten it")

@@ -1,6 +1,6 @@
 """What the user sees in the terminal: the epoch table, its Observation column and the loss chart.
 
-The attention half of the Observation column comes from attnlm.inspect.attention_stats.
+The attention half of the Observation column comes from attnlm.inspection.attention_stats.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ An export folder holds
   config.json        the model section (what AttnLM needs), the vocabulary size, the tied weights and the
                      whole training config (what `attnlm eval` needs), and where the weights came from
   vocab.json         {"chars": [...]}: token i is chars[i]
-  model.py           a copy of attnlm/model.py, which needs only torch: with safetensors that is all a
-                     reader needs (README, Export)
+  model.py           a copy of attnlm/lm/model.py, which needs only torch: with safetensors that is all a
+                     reader needs (docs/export.md)
 """
 
 from __future__ import annotations
@@ -20,26 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
-from attnlm import __version__, disk
-from attnlm.checkpoint import TEMP_PREFIX, load_model
-from attnlm.config import Config, config_from_dict
-from attnlm.data import Vocab
+from attnlm import disk
+from attnlm.disk import TEMP_PREFIX
 from attnlm.errors import MachineError, UserError
-from attnlm.model import AttnLM
-
-FORMAT = "attnlm-export"
-VERSION = 1
-WEIGHTS, CONFIG, VOCAB, MODEL_CODE = "model.safetensors", "config.json", "vocab.json", "model.py"
-# safetensors refuses tensors that share memory: a tied head is stored once, under the embedding's name, and
-# the model re-ties it when built (model.tie_weights), so loading the embedding fills both.
-TIED = {"head.weight": "tok_emb.weight"}
-
-
-def is_export(folder: Path) -> bool:
-    return (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file()
+from attnlm.lm import model as lm_model
+from attnlm.store.exported import CONFIG, FORMAT, MODEL_CODE, TIED, VERSION, VOCAB, WEIGHTS
+from attnlm.store.load import load_model
+from attnlm.version import __version__
 
 
 def default_out(source: Path) -> Path:
@@ -77,7 +66,7 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         # ASCII with \u escapes: any JSON reader gets the characters right, whatever its default encoding.
         (tmp / VOCAB).write_text(json.dumps({"chars": list(vocab.chars)}) + "\n", encoding="utf-8")
-        shutil.copyfile(Path(__file__).with_name("model.py"), tmp / MODEL_CODE)
+        shutil.copyfile(lm_model.__file__, tmp / MODEL_CODE)
         if os.name == "posix":  # mkdtemp and safetensors make owner-only files; give them ordinary permissions
             umask = os.umask(0)
             os.umask(umask)
@@ -94,29 +83,3 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
     return meta
 
 
-def load_export(folder: str | Path, device: torch.device | str = "cpu") -> tuple[AttnLM, Vocab, Config, dict[str, Any]]:
-    """(model in eval mode, vocab, config, config.json's contents) from an export folder."""
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        chars = json.loads((folder / VOCAB).read_text(encoding="utf-8"))["chars"]
-    except FileNotFoundError as e:
-        raise UserError(f"{folder} is not a complete attnlm export ({Path(e.filename).name} is missing); "
-                        "export the run again with `attnlm export RUN`") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{folder} holds an unreadable export ({type(e).__name__}); export the run again") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{folder / CONFIG} is not an attnlm export's config; pass a folder `attnlm export` wrote")
-    if meta.get("version") != VERSION:
-        raise UserError(f"{folder} has export version {meta.get('version')}, this attnlm reads {VERSION}")
-    try:
-        cfg = config_from_dict(meta["config"])
-        vocab = Vocab("".join(chars))
-        model = AttnLM(cfg.model, vocab.size)
-        missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS), strict=False)
-        if set(missing) != set(meta.get("tied", {})) or unexpected:
-            raise RuntimeError(f"weights missing: {sorted(missing)}, unexpected: {sorted(unexpected)}")
-    except (KeyError, TypeError, RuntimeError, UserError, SafetensorError, OSError) as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UserError(f"{folder} is not a usable attnlm export ({first}); export the run again") from None
-    return model.to(device).eval(), vocab, cfg, meta

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from attnlm.data import eval_windows
 from attnlm.device import eager
-from attnlm.model import AttnLM
+from attnlm.lm.model import AttnLM
 
 
 @dataclass
@@ -55,6 +55,6 @@ def evaluate(model: AttnLM, data: torch.Tensor, batch_size: int, device: torch.d
     return loss_sum, correct, count
 
 
-def summarise(loss_sum: torch.Tensor, correct: torch.Tensor, count: torch.Tensor) -> EvalResult:
+def eval_result(loss_sum: torch.Tensor, correct: torch.Tensor, count: torch.Tensor) -> EvalResult:
     n = int(count)
     return EvalResult(loss=float(loss_sum) / n, accuracy=int(correct) / n, tokens=n)

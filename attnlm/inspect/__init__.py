@@ -1,1 +1,0 @@
-"""Looking inside a model: the pipeline trace of one head, attention tables and graphs, heat-map pictures."""

@@ -1,0 +1,8 @@
+"""Looking inside a model: what attention does, as numbers, tables, graphs and pictures.
+
+attention.py        attention weights of a text, grouped by word or grapheme, as a table or a graph
+attention_stats.py  what a head does, in words (the Observation column's attention half)
+trace.py            one head's data flow, stage by stage (`attnlm trace`)
+plots.py            heat maps for a PNG file or for TensorBoard
+probe.py            the probe text whose attention is recorded after every epoch
+"""
