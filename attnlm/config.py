@@ -407,7 +407,7 @@ def save_config(cfg: Config, path: Path) -> None:
 
 
 def reference() -> list[tuple[str, str, str]]:
-    """(key, default, doc) for every field: the README's config reference is generated from this."""
+    """(key, default, doc) for every field: the config reference in docs/configuration.md is generated from this."""
     rows = []
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):

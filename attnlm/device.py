@@ -65,8 +65,8 @@ def compile_supported(device: torch.device) -> bool:
 def use_compile(device: torch.device, setting: bool | str, bf16: bool) -> bool:
     """Whether train.compile compiles here; never on MPS (compile_supported). Its auto compiles on CUDA, and on
     a CPU under bf16 autocast, where inductor fuses the casts and the step got faster than the compile cost. In
-    fp32 on a 2-core AVX2 CPU it did not pay: a 100 s speedrun took 349 eager steps (val 1.7324) against 286
-    compiled (1.7807), the compile eating ~20 s of it."""
+    fp32 on a CPU it did not pay: in a time-budgeted run the compile cost more steps than the faster step won
+    back, and the compiled run ended at a worse val loss."""
     if setting == "auto":
         return device.type == "cuda" or (device.type == "cpu" and bf16)
     return bool(setting) and compile_supported(device)
@@ -97,7 +97,7 @@ def use_bf16(device: torch.device, precision: str) -> bool:
         return precision == "bf16"
     if precision == "bf16" and not cpu_has_bf16():
         raise UserError("train.precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
-    # auto: bf16 where the CPU does it natively (1.3-1.9x the tokens/s of fp32 measured, README Performance);
+    # auto: bf16 where the CPU does it natively (measured more tokens/s than fp32, see docs/records.md);
     # emulated bf16 elsewhere is slower than fp32.
     return cpu_has_bf16()
 
@@ -110,15 +110,15 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 def eager() -> contextlib.AbstractContextManager:
     """Run compiled modules eagerly: evaluation and sampling use other shapes and no autograd, so with
-    train.compile they would each trigger a fresh compile (measured ~10 s on 2 cores) for one pass."""
+    train.compile they would each trigger a fresh compile, costing far more than the one pass it serves."""
     set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
     return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
 
 def trust_cpu_isa_flags() -> None:
     """Before its first CPU kernel, torch.compile proves every vector ISA that /proc/cpuinfo lists by
-    compiling and loading a test program for each: measured 6.7 s on 2 cores with an empty compile cache,
-    about a tenth of a 67 s speedrun. The flags already say which ISAs the CPU has, so the probe is skipped
+    compiling and loading a test program for each, which with an empty compile cache is a noticeable share
+    of a short time-budgeted run. The flags already say which ISAs the CPU has, so the probe is skipped
     unless TORCHINDUCTOR_VEC_ISA_OK is set (=0 brings it back, e.g. for a compiler too old for AVX-512)."""
     if "TORCHINDUCTOR_VEC_ISA_OK" not in os.environ:
         import torch._inductor.config as inductor_config

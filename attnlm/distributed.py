@@ -153,7 +153,7 @@ def agree(ctx: Context, setup: Callable[[], T]) -> T:
 
 
 def exit_code(error: BaseException) -> int:
-    """2 for the user's input, 4 for the machine, 3 for the numbers (see README, Exit codes)."""
+    """2 for the user's input, 4 for the machine, 3 for the numbers (see docs/usage.md, Exit codes)."""
     return 2 if isinstance(error, UserError) else 4 if isinstance(error, MachineError) else 3
 
 

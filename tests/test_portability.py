@@ -1,5 +1,5 @@
 """What Windows and macOS need that Linux can check: no POSIX-only module at start-up, --help and --version
-without torch. (Nothing here runs on Windows or a Mac; README, Devices, says what was run where.)"""
+without torch. (Nothing here runs on Windows or a Mac; docs/distributed.md says what was run where.)"""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def _default_font() -> tuple[str, frozenset[int]]:
 @functools.cache
 def _installed_fonts() -> tuple[tuple[str, frozenset[int]], ...]:
     """(family, code points it has) of every installed outline font matplotlib can draw with, one per family
-    (the file matplotlib picks for it). Read once, only when the default font lacks a character (~0.4 s)."""
+    (the file matplotlib picks for it). Read once, and only when the default font lacks a character: it is slow."""
     from matplotlib import font_manager, ft2font
 
     flags = getattr(ft2font, "FaceFlags", None)  # an enum from matplotlib 3.10, module constants before
@@ -202,7 +202,7 @@ def head_images(weights: list[torch.Tensor], chars: str) -> dict[str, torch.Tens
     that size (glyphs of 6-7 pt, about 9 px there) and drawn at twice the resolution, which stays sharp on
     a high-density screen and with the card's "actual size" toggle. Up to 16 characters fit legibly.
     Every head has the same axes, so one figure is laid out once and redrawn with each head's weights: a
-    figure per head (16 for 4 x 4) took ~4 of the ~7 s an epoch's end cost on 2 CPU cores.
+    figure per head took the larger part of an epoch's end on a CPU.
     """
     import numpy as np
 

@@ -65,7 +65,7 @@ def generate(
     dtype = next(model.parameters()).dtype
     decoder = Decoder(model) if use_cache else None
     new: list[int] = []
-    with eager():  # entered once: switching the compile stance costs ~0.1 ms, ~10 % of a cached step
+    with eager():  # entered once: switching the compile stance costs a noticeable share of a cached step
         for _ in range(max_new_tokens):
             start = context_start(len(tokens), anchor, block)
             if decoder is None:

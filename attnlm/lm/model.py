@@ -121,7 +121,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # Under CPU bf16 autocast only the linear layers' matmuls stay bf16: the per-head norm, rotary
-            # and the CPU flash kernel (~3x slower in bf16 than fp32, measured fwd+bwd) all run faster in fp32.
+            # and the CPU flash kernel (measured much slower in bf16 than fp32, fwd+bwd) all run faster in fp32.
             q, k, v = q.float(), k.float(), v.float()
         if self.qk_norm is not None:
             q, k = self.qk_norm(q), self.qk_norm(k)
@@ -145,10 +145,10 @@ class MultiHeadAttention(nn.Module):
         return self.dropout(self.proj(y)), weights
 
     def math_attention(self, device: torch.device, T: int) -> bool:
-        """Whether to use the explicit attention rather than SDPA. On 2 CPU cores under bf16 autocast (batch x
-        T = 4096) the explicit path took 90 ms a training step at T = 64 against SDPA's 101-119, tied at T = 128
-        and lost at T = 256 (136 vs 123): there the CPU flash kernel only pays for longer contexts. In fp32 (an
-        AVX2-only EPYC) SDPA was as fast or faster even at T = 64: 59.5 vs 68.0 ms a step at batch 12."""
+        """Whether to use the explicit attention rather than SDPA. On a CPU under bf16 autocast the explicit
+        path measured a faster training step for short contexts (up to 64), about even at 128 and slower beyond:
+        the CPU flash kernel only pays for longer contexts. In fp32 SDPA was as fast or faster even at 64, so
+        auto takes the explicit path only under CPU bf16 autocast."""
         if self.attention == "auto":
             return device.type == "cpu" and T <= 64 and torch.is_autocast_enabled("cpu")
         return self.attention == "math"
@@ -171,7 +171,7 @@ class MultiHeadAttention(nn.Module):
 class ReLUSquared(torch.autograd.Function):
     """relu(x)^2, keeping only relu(x) for the backward pass: d/dx relu(x)^2 = 2 relu(x). Autograd's chain of
     relu and square makes six elementwise passes over the (B, T, 4C) activations, this one four, with the same
-    numbers (times 2 is exact in floating point): 271.5 -> 266.0 ms a speedrun step in fp32 (AVX2 EPYC, A/B)."""
+    numbers (times 2 is exact in floating point), and measured a slightly faster training step."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,8 @@ class Clock:
         self.started_up = False  # whether this session's first step (and compile) is done
         self.last_eval_seconds = 0.0  # the latest evaluation's cost (the epoch table's Time includes it)
         self.epoch_end_seconds = 0.0  # the latest epoch's end: evaluation, checkpoints, probe, sample, images
-        # Before any evaluation has run, its cost is estimated from the step time: a forward-only pass costs
-        # 0.34-0.42 of a training step per token (measured on 2 CPU cores, batch 12-64, context 64-128).
+        # Before any evaluation has run, its cost is estimated from the step time: a forward-only pass measured
+        # under half a training step per token across batch sizes and contexts, so half is a safe estimate.
         self.eval_steps = 0.0  # the final evaluation's cost in training steps: 0.5 x its tokens / a step's
         self.step_seconds = 0.0  # recent steps' duration (moving average): the step that would cross the line is not begun
         self._step_began: float | None = None
@@ -90,8 +90,8 @@ class Clock:
 
     def progress(self) -> float:
         """The share of the max_time budget used, counted from the end of each session's first step.
-        That step holds torch.compile (~14 s on 2 cores with an empty compile cache, ~2 s with a warm one):
-        counted in, it would have spent a fifth of a 67 s schedule's high learning rate on no steps at all."""
+        That step holds torch.compile, which can take a sizeable share of a short budget (far less with a warm
+        compile cache): counted in, it would spend part of the schedule's high learning rate on no steps at all."""
         if not self.budget or not self.started_up:
             return 0.0
         start, end = self.state.startup, self.budget - self.reserve()  # annealed by the time training stops
