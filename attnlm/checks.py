@@ -1,5 +1,6 @@
-"""What a user asks of sampling, checked without torch: the CLI checks it before importing anything heavy,
-so a mistyped option is answered at once rather than after torch has loaded (~3 s on a slow CPU)."""
+"""What a user asks for, checked before any work and without torch: sampling options, a layer or head index,
+the kind of picture file. The command bodies check their requests here before they import torch, so a mistyped
+option is answered at once rather than after torch has loaded."""
 
 from __future__ import annotations
 
@@ -26,12 +27,17 @@ class SamplingOptions:
             raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
-def check_request(opts: SamplingOptions, max_new_tokens: int, num_samples: int, prompt: str | None,
-                  device_name: str) -> None:
-    """`attnlm sample`'s options, in the order a user reads them; whether the device exists is device.py's."""
+def check_sampling(opts: SamplingOptions, max_new_tokens: int) -> None:
+    """What every sampling request must hold (`attnlm sample`, Model.generate, the explorer's continuation)."""
     opts.check()
     if max_new_tokens < 0:
         raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+
+
+def check_request(opts: SamplingOptions, max_new_tokens: int, num_samples: int, prompt: str | None,
+                  device_name: str) -> None:
+    """`attnlm sample`'s options, in the order a user reads them; whether the device exists is device.py's."""
+    check_sampling(opts, max_new_tokens)
     if num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {num_samples}")
     if prompt == "":

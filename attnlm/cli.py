@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from attnlm import disk
-from attnlm.checks import SamplingOptions, check_request
+from attnlm.checks import SamplingOptions
 from attnlm.config import SECTIONS, load_config
 from attnlm.errors import MachineError, NumericalError, UserError
 from attnlm.terminal import PipeClosed, guard_streams
@@ -130,7 +130,6 @@ def sample(
 ) -> None:
     """Generate text from a trained run, streaming characters as they come."""
     opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p)
-    check_request(opts, max_new_tokens, num_samples, prompt, device)  # before torch loads: a typo costs nothing
     from attnlm.api.sample import sample as run_sample
 
     run_sample(run=run, checkpoint=checkpoint, prompt=prompt, max_new_tokens=max_new_tokens, opts=opts,
@@ -283,12 +282,9 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(4)
     except OSError as e:
-        # Files are written through attnlm.disk, which words their faults; what is left is standard output
-        # redirected into a full or read-only place (`attnlm sample > out.txt`).
         if not disk.is_fault(e):
             raise
-        disk.silence_stdout()
-        print(f"error: could not write standard output: {disk.reason(e)}; {disk.fix_for(e)}", file=sys.stderr)
+        print(f"error: {disk.stdout_refused(e)}", file=sys.stderr)
         sys.exit(4)
     except KeyboardInterrupt:
         # Ctrl-C outside the training loop (which handles it itself): loading, sampling, evaluating.

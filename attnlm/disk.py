@@ -101,6 +101,14 @@ def check_room(folder: Path, needed: int, what: str, fix: str) -> None:
                            f"needs about {size_text(needed)}", fix)
 
 
+def stdout_refused(e: OSError) -> MachineError:
+    """The one line for a write fault that nothing else worded: every file is written through this module, so
+    what is left is standard output redirected into a full or read-only place (`attnlm sample > out.txt`).
+    Standard output is silenced first, so the interpreter's own flush at exit cannot fail a second time."""
+    silence_stdout()
+    return MachineError(f"could not write standard output: {reason(e)}", fix_for(e))
+
+
 def silence_stdout() -> None:
     """After standard output refused a write: point it at the null device, so Python's own flush at exit
     does not fail again and print a traceback of its own below our one line."""

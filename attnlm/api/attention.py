@@ -1,4 +1,4 @@
-"""TODO"""
+"""`attnlm attention`: the attention probability table, and optionally its graph and heat maps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""`attnlm data`: prepare a corpus now (as training would) and build the default one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""`attnlm eval`: loss, perplexity and next-character accuracy of a trained model."""
 
 from __future__ import annotations
 

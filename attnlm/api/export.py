@@ -1,4 +1,4 @@
-"""TODO"""
+"""`attnlm export`: write a run's model as a folder usable outside attnlm."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""The Python API: train a model, load one, sample, evaluate and look at its attention. The CLI commands are
-thin calls of these functions, so a notebook and the command line take the same path.
+"""A trained model in Python: load one (a run folder, a checkpoint, an export), sample from it, evaluate it and
+look at its attention; or a fresh, untrained one from a config. Every command that reads a model gets it here.
 
-    import attnlm
-    run = attnlm.train("configs/tiny.yaml", ["train.epochs=2"])
-    model = attnlm.load(run.dir)
+    model = attnlm.load("runs/tiny")
     print(model.generate("ROMEO:", max_new_tokens=100, seed=0))
-
-Errors a user can cause raise attnlm.UserError with the same one-line message the CLI prints.
+    model.attention("To be, or not")  # (n_layer, n_head, T, T)
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from typing import Any
 
 import torch
 
-from attnlm.checks import SamplingOptions
+from attnlm.checks import SamplingOptions, check_sampling
 from attnlm.config import Config, ConfigSource, config_from_source
 from attnlm.data import EvalPlan, Vocab, load_corpus
 from attnlm.data.sources import Spec
@@ -84,9 +81,7 @@ class Model:
         same text; `on_text` receives each character as it is drawn. A `generator` (instead of `seed`) lets
         several calls continue one random stream."""
         opts = SamplingOptions(temperature, top_k, top_p)
-        opts.check()
-        if max_new_tokens < 0:
-            raise UserError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+        check_sampling(opts, max_new_tokens)
         start = prompt or default_prompt(self.vocab.chars)
         ids = self.encode(start, "the prompt", "remove them or train on text that has them")
         if generator is None:

@@ -1,4 +1,4 @@
-"""TODO"""
+"""Training from Python and from `attnlm train`: a new run, a resumed one, and the Run they return."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""`attnlm runs`: the runs under a folder, or one run's epoch table and what its attention learned."""
 
 from __future__ import annotations
 

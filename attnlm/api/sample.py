@@ -1,20 +1,21 @@
-"""TODO"""
+"""`attnlm sample`: stream characters of a trained model to stdout as they are drawn."""
 
 from __future__ import annotations
 
 import sys
 
-import torch
-
-from attnlm.api.model import default_prompt, load
 from attnlm.checks import SamplingOptions, check_request
-from attnlm.device import resolve_device
-from attnlm.store.run_dir import resolve_checkpoint
 
 
 def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_new_tokens: int,
            opts: SamplingOptions, num_samples: int, seed: int, device_name: str, use_cache: bool = True) -> None:
-    check_request(opts, max_new_tokens, num_samples, prompt, device_name)
+    check_request(opts, max_new_tokens, num_samples, prompt, device_name)  # before torch loads: a typo costs nothing
+    import torch
+
+    from attnlm.api.model import default_prompt, load
+    from attnlm.device import resolve_device
+    from attnlm.store.run_dir import resolve_checkpoint
+
     device = resolve_device(device_name, "--device")  # before any loading: a typo costs nothing
     model = load(resolve_checkpoint(run, checkpoint), device=device)
     prompt = default_prompt(model.vocab.chars) if prompt is None else prompt

@@ -1,4 +1,4 @@
-"""TODO"""
+"""`attnlm trace`: one attention head's data flow, stage by stage, on a trained or fresh model."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The data layer: text sources -> a prepared, memory-mapped corpus -> batches and evaluation windows.
 
 sources.py   files, folders, globs and lists of them, read as UTF-8 in chunks
-vocab.py     the character vocabulary and the vectorised chunk encoder
+vocab.py     the character vocabulary, the vectorised chunk encoder, and checks of text against a vocabulary
 prepare.py   the two streaming passes that write a prepared corpus
 cache.py     where prepared corpora live, keyed by the sources' state, written atomically under a lock
 memmap.py    the prepared format on disk and the memory-mapped Corpus

@@ -1,4 +1,4 @@
-"""TODO"""
+"""The export format (`attnlm export`): what an export folder holds and how it is read back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""A model from disk: a checkpoint file, or a folder `attnlm export` wrote."""
 
 from __future__ import annotations
 

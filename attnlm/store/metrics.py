@@ -1,4 +1,4 @@
-"""TODO"""
+"""A run's records: metrics.jsonl (a row per step and epoch) and summary.json, read and rewound on resume."""
 
 from __future__ import annotations
 

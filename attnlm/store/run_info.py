@@ -1,4 +1,4 @@
-"""TODO"""
+"""What produced a run: the merged config.yaml and run.json (torch, device, commit, command line)."""
 
 from __future__ import annotations
 

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from attnlm import distributed
 from attnlm.config import Config
 from attnlm.data import Corpus, Vocab, load_corpus
 from attnlm.data.sources import describe
 from attnlm.data.vocab import listed
-from attnlm.device import resolve_device, use_bf16
+from attnlm.device import compile_supported, resolve_device, trust_cpu_isa_flags, use_bf16, use_compile
 from attnlm.errors import UnknownCharacters, UserError
 from attnlm.lm.model import AttnLM
 
@@ -62,3 +63,31 @@ def init_source(cfg: Config) -> tuple[dict, str] | None:
         raise UserError(f"train.init_from: {path} has another model shape ({', '.join(diff)} differ); fine-tuning "
                         "keeps the model section: copy it from the source run's config.yaml")
     return payload, str(path)
+
+
+def build_for_training(cfg: Config, resume: dict | None = None) -> Built:
+    """What a training run starts from: a resumed checkpoint's vocabulary (its weights are restored with the rest
+    of its state), train.init_from's weights and vocabulary (fine-tuning), or a fresh model."""
+    if resume:
+        return build(cfg, Vocab(resume["vocab"]))
+    source = init_source(cfg)
+    if source is None:
+        return build(cfg)
+    payload, path = source
+    built = build(cfg, Vocab(payload["vocab"]), vocab_of=path)
+    built.model.load_state_dict(payload["model"])
+    return built
+
+
+def compile_blocks(model: AttnLM, device: torch.device, setting: bool | str, bf16: bool, console: Console) -> bool:
+    """Compile each block where train.compile asks for it and the device supports it; whether it did."""
+    compiled = use_compile(device, setting, bf16)
+    if setting is True and not compile_supported(device):
+        console.print("note: train.compile is off on MPS (torch.compile's Metal backend is a prototype that "
+                      "attnlm has not been run with); training runs eager", highlight=False)
+    elif compiled:
+        if device.type == "cpu":
+            trust_cpu_isa_flags()
+        for block in model.blocks:
+            block.compile(dynamic=False)
+    return compiled

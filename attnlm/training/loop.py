@@ -1,5 +1,6 @@
-"""The training loop: set-up, the step, epochs, checkpoints and interrupts. Time is kept by
-attnlm.training.clock, everything shown or logged goes through attnlm.training.reporter."""
+"""The training loop: set-up, the step, epochs and interrupts. Checkpoints are written by
+attnlm.training.checkpoints, time is kept by attnlm.training.clock, and everything shown or logged goes
+through attnlm.training.reporter."""
 
 from __future__ import annotations
 
@@ -15,16 +16,16 @@ from rich.console import Console
 
 from attnlm import disk, distributed
 from attnlm.config import Config, resolve_accumulation
-from attnlm.data import BatchSampler, Vocab, steps_per_epoch
-from attnlm.device import autocast, compile_supported, trust_cpu_isa_flags, use_compile
+from attnlm.data import BatchSampler, steps_per_epoch
+from attnlm.device import autocast
 from attnlm.errors import MachineError
 from attnlm.inspection.probe import probe_ids
 from attnlm.lm.evaluation import eval_result, evaluate
-from attnlm.store import checkpoint as ckpt
+from attnlm.store.checkpoint import estimate_size
 from attnlm.store.metrics import SUMMARY_FILE, rewind_metrics
-from attnlm.training.build import build, init_source
+from attnlm.training import checkpoints
+from attnlm.training.build import build_for_training, compile_blocks
 from attnlm.training.clock import Clock
-from attnlm.training.epoch_table import EpochStats
 from attnlm.training.guard import NonFiniteGuard
 from attnlm.training.interrupts import EXIT_SIGNAL, stop_requests
 from attnlm.training.optim import build_optimizer, skip_update_if
@@ -40,16 +41,9 @@ class Trainer:
         self.dist = distributed.current()
         self.cfg = cfg = resolve_accumulation(cfg, self.dist.world)
         self.run_dir = Path(cfg.log.dir)  # set by fit()
-        source = None if resume else init_source(cfg)  # fine-tuning: weights (and vocabulary) of another run
-        if resume:
-            built = build(cfg, Vocab(resume["vocab"]))
-        elif source:
-            built = build(cfg, Vocab(source[0]["vocab"]), vocab_of=source[1])
-            built.model.load_state_dict(source[0]["model"])
-        else:
-            built = build(cfg)
+        built = build_for_training(cfg, resume)
         self.corpus, self.model, self.device, self.bf16 = built.corpus, built.model, built.device, built.bf16
-        self.checkpoint_size = ckpt.estimate_size(self.model)  # named when a disk refuses it
+        self.checkpoint_size = estimate_size(self.model)  # named when a disk refuses it
         # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
         probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
@@ -73,15 +67,7 @@ class Trainer:
         self.clock = Clock(t.max_time, self.state, self.dist.active)
         evaluated = min(len(self.corpus.val), t.eval_chars or len(self.corpus.val)) / self.dist.world  # per rank
         self.clock.eval_steps = 0.5 * evaluated / (t.batch_size * t.grad_accum_steps * cfg.model.block_size)
-        self.compiled = use_compile(self.device, t.compile, self.bf16)
-        if t.compile is True and not compile_supported(self.device):
-            console.print("note: train.compile is off on MPS (torch.compile's Metal backend is a prototype that "
-                          "attnlm has not been run with); training runs eager", highlight=False)
-        elif self.compiled:
-            if self.device.type == "cpu":
-                trust_cpu_isa_flags()
-            for block in self.model.blocks:
-                block.compile(dynamic=False)
+        self.compiled = compile_blocks(self.model, self.device, t.compile, self.bf16, console)
         self.train_model = distributed.wrap(self.dist, self.model, self.device)
         self.resumed = resume is not None
         self.reporter = Reporter(cfg, console, self.model, self.corpus, probe, self.dist.is_main)
@@ -127,30 +113,15 @@ class Trainer:
             payload["rng"]["ranks"] = distributed.gather(self.dist, rng_states(self.sampler, self.device))
             if not self.dist.is_main:
                 return
-        folder = self.run_dir / "checkpoints"
-        # best.pt first: a kill between the two writes then leaves last.pt before this epoch's end, and the
-        # resumed run redoes that end and writes best.pt again. In the other order the resumed run would
-        # believe best.pt holds this epoch while it holds an older one.
-        if best:
-            ckpt.save_checkpoint(payload, folder / "best.pt", self.checkpoint_size)
-        ckpt.save_checkpoint(payload, folder / "last.pt", self.checkpoint_size)
+        checkpoints.write(payload, self.run_dir / "checkpoints", best, self.checkpoint_size)
         self._saved_step = self.state.step
 
     def check_room(self, folder: Path, freed: int = 0) -> None:
-        """Refuse to start a run whose disk cannot hold the checkpoints it adds: best.pt, last.pt and the
-        temporary copy that replaces one of them whole (fewer for a resumed run that has them already).
-        `freed`: bytes that --overwrite deletes before the run starts."""
+        """Refuse to start unless the disk holds the checkpoints this run adds (training.checkpoints)."""
         if self.resumed and self._finished():
             return  # nothing will be written
-        names = [n for n in ("best.pt", "last.pt") if not (self.resumed and (folder / "checkpoints" / n).is_file())]
-        names.append(f"the temporary copy that replaces {'one of them' if names else 'best.pt or last.pt'} whole")
-        what = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-        count = len(names)
-        fix = (f"free some space, then resume with: {distributed.resume_command(self.dist, folder)}" if self.resumed
-               else "free some space or set log.dir to a folder on a larger disk")
-        each = disk.size_text(self.checkpoint_size)
-        disk.check_room(folder, count * self.checkpoint_size - freed,
-                        f"this run ({count} checkpoint{'s' if count > 1 else ''} of {each}: {what})", fix)
+        resume_command = distributed.resume_command(self.dist, folder) if self.resumed else None
+        checkpoints.check_room(folder, self.checkpoint_size, resume_command, freed)
 
     # ----- one step ----------------------------------------------------------------------------
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,31 +202,17 @@ class Trainer:
                 return self._fit()
         except MachineError as e:
             self.reporter.close(quiet=True)
-            raise self._machine_fault(e) from None
+            raise checkpoints.machine_fault(e, run_dir, self._saved_step,
+                                           distributed.resume_command(self.dist, run_dir)) from None
         except OSError as e:
             if not disk.is_fault(e):
                 raise
-            # Files are written through attnlm.disk; an unworded fault is the table or sample going to a
-            # stdout redirected into a full or read-only place (`attnlm train ... > log.txt`).
-            disk.silence_stdout()
+            fault = disk.stdout_refused(e)  # the table or the sample going to `attnlm train ... > log.txt`
             self.reporter.close(quiet=True)
-            raise self._machine_fault(MachineError(f"could not write standard output: {disk.reason(e)}",
-                                                   disk.fix_for(e))) from None
+            raise checkpoints.machine_fault(fault, run_dir, self._saved_step,
+                                           distributed.resume_command(self.dist, run_dir)) from None
         finally:
             self.reporter.close()
-
-    def _machine_fault(self, e: MachineError) -> MachineError:
-        """The refused write, and what the user still has: the last good checkpoint and how to go on from it."""
-        last = self.run_dir / "checkpoints" / "last.pt"
-        if not last.parent.is_dir():
-            return MachineError(f"{e.problem}; nothing could be saved and nothing was recreated in its place: "
-                                "train the run again from the start")
-        fix = e.fix or "check the disk"
-        if self._saved_step is None or not last.is_file():
-            return MachineError(f"{e.problem}; no checkpoint was saved yet: {fix}, then run the same command "
-                                "again with --overwrite")
-        return MachineError(f"{e.problem}; the last good checkpoint {last} (step {self._saved_step}) is intact: "
-                            f"{fix}, then resume with: {distributed.resume_command(self.dist, self.run_dir)}")
 
     def _finished(self) -> bool:
         st, t = self.state, self.cfg.train
@@ -318,12 +275,9 @@ class Trainer:
         return 0
 
     def _fold_epoch_totals(self, loss: torch.Tensor, correct: torch.Tensor, steps: int, since: float) -> None:
-        """Record the running epoch totals in the state (they include the steps before a resume)."""
-        st, t = self.state, self.cfg.train
-        st.epoch_loss_sum = float(loss)
-        st.epoch_correct = int(correct)
-        st.epoch_count += steps * t.grad_accum_steps * t.batch_size * self.cfg.model.block_size * self.dist.world
-        st.epoch_train_time += time.perf_counter() - since
+        t = self.cfg.train
+        predictions = steps * t.grad_accum_steps * t.batch_size * self.cfg.model.block_size * self.dist.world
+        self.state.fold(float(loss), int(correct), predictions, time.perf_counter() - since)
 
     def _end_epoch(self, final: bool) -> None:
         st, t = self.state, self.cfg.train
@@ -335,26 +289,11 @@ class Trainer:
         distributed.all_reduce_sum(self.dist, *totals)
         val = eval_result(*totals)
         self.clock.last_eval_seconds = time.perf_counter() - eval_start
-        steps = st.step_in_epoch
-        stats = EpochStats(
-            epoch=st.epoch, step=st.step,
-            train_loss=st.epoch_loss_sum / steps,
-            train_accuracy=st.epoch_correct / max(1, st.epoch_count),
-            val_loss=val.loss, val_accuracy=val.accuracy,
-            lr=self.optimizer.param_groups[0]["lr"],
-            seconds=st.epoch_train_time + self.clock.last_eval_seconds,
-            elapsed=self.clock.elapsed(),
-            tokens_per_s=st.epoch_count / max(1e-9, st.epoch_train_time),
-        )
-        improved = stats.val_loss < st.best_val
-        if improved:
-            st.best_val, st.best_epoch = stats.val_loss, stats.epoch
-        st.history.append(stats.to_dict())
-        history = [EpochStats(**{k: v for k, v in h.items() if k != "kind"}) for h in st.history]
+        stats = st.epoch_stats(val.loss, val.accuracy, self.optimizer.param_groups[0]["lr"],
+                               self.clock.last_eval_seconds, self.clock.elapsed())
+        improved, history = st.record_epoch(stats)
         self.reporter.epoch(stats, history, final)
-        st.epoch += 1
-        st.step_in_epoch = 0
-        st.epoch_loss_sum, st.epoch_correct, st.epoch_count, st.epoch_train_time = 0.0, 0, 0, 0.0
+        st.next_epoch()
         self.save(best=improved)
         self.reporter.flush()
         # Only now the optional work: whatever it does or breaks, the epoch is already saved.

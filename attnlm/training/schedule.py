@@ -1,4 +1,4 @@
-"""TODO"""
+"""The learning-rate schedule: warm-up, then cosine or warmup-stable-decay, by step or by the time budget."""
 
 from __future__ import annotations
 

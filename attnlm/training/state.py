@@ -10,6 +10,7 @@ import torch
 
 from attnlm.config import Config
 from attnlm.data import BatchSampler
+from attnlm.training.epoch_table import EpochStats
 
 
 @dataclass
@@ -29,6 +30,39 @@ class TrainState:
     epoch_train_time: float = 0.0
     fitted_steps_per_epoch: int = 0  # train.fit_epochs: the epoch length chosen after the first steps (0: not yet)
     history: list[dict] = field(default_factory=list)
+
+    def fold(self, loss_sum: float, correct: int, predictions: int, seconds: float) -> None:
+        """Record the running epoch totals (they include the steps before a resume)."""
+        self.epoch_loss_sum = loss_sum
+        self.epoch_correct = correct
+        self.epoch_count += predictions
+        self.epoch_train_time += seconds
+
+    def epoch_stats(self, val_loss: float, val_accuracy: float, lr: float, eval_seconds: float,
+                    elapsed: float) -> EpochStats:
+        """The row of the epoch that just ended, from its running totals and its evaluation."""
+        return EpochStats(
+            epoch=self.epoch, step=self.step,
+            train_loss=self.epoch_loss_sum / self.step_in_epoch,
+            train_accuracy=self.epoch_correct / max(1, self.epoch_count),
+            val_loss=val_loss, val_accuracy=val_accuracy, lr=lr,
+            seconds=self.epoch_train_time + eval_seconds,
+            elapsed=elapsed,
+            tokens_per_s=self.epoch_count / max(1e-9, self.epoch_train_time),
+        )
+
+    def record_epoch(self, stats: EpochStats) -> tuple[bool, list[EpochStats]]:
+        """Keep the epoch's row: whether its val loss is the best so far, and every epoch's row up to it."""
+        improved = stats.val_loss < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = stats.val_loss, stats.epoch
+        self.history.append(stats.to_dict())
+        return improved, [EpochStats(**{k: v for k, v in h.items() if k != "kind"}) for h in self.history]
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_correct, self.epoch_count, self.epoch_train_time = 0.0, 0, 0, 0.0
 
 
 def rng_states(sampler: BatchSampler, device: torch.device) -> dict[str, torch.Tensor | None]:
