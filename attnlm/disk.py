@@ -1,4 +1,4 @@
-"""What the disk can refuse: the free space a run needs, and one line for every write the machine refused.
+"""Writing to disk: atomic writes, the free space a run needs, and one line for every write the machine refused.
 
 Light on purpose (no torch): the CLI uses it to word a failed write to standard output.
 """
@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from attnlm.errors import MachineError, UserError
+
+# Temporary files and folders start with this; what a killed process left behind is recognised by it.
+TEMP_PREFIX = ".tmp-"
 
 _FREE = "free some space"
 _WRITABLE = "make it writable again"
@@ -120,9 +123,6 @@ def silence_stdout() -> None:
         pass
 
 
-TEMP_PREFIX = ".tmp-"
-
-
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], size: int | None = None) -> None:
     """Call `write(file)` on a temp file in the same folder, fsync it, then rename over `path`.
 
@@ -146,12 +146,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], size: int | None 
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        if os.name == "posix":  # Windows cannot open a folder as a file to fsync it
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # make the rename itself durable
-            finally:
-                os.close(dir_fd)
+        fsync_folder(path.parent)  # make the rename itself durable
     except OSError as e:
         raise write_error(path, e, size) from None
     except Exception:
@@ -162,6 +157,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], size: int | None 
         if tmp is not None:
             with contextlib.suppress(OSError):  # on a file system gone read-only, remove_leftovers does it later
                 Path(tmp).unlink(missing_ok=True)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames inside `folder` durable (a no-op on Windows, which cannot open a folder as a file)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _Recorder:

@@ -23,10 +23,10 @@ from typing import Any
 from attnlm import disk, locks
 from attnlm.data.memmap import read_meta
 from attnlm.data.sources import SourceFile
+from attnlm.disk import TEMP_PREFIX
 from attnlm.errors import MachineError, UserError
 
 HASHED_BELOW = 1 << 20  # files this small are also keyed by content: an edit can keep size and mtime
-TEMP_PREFIX = ".tmp-"
 
 
 def default_cache_dir() -> Path:
@@ -114,7 +114,7 @@ class Cache:
             if folder.exists():  # an unreadable or incomplete folder of the same key: replaced
                 shutil.rmtree(folder)
             os.rename(tmp, folder)
-            _fsync_dir(self.root)
+            disk.fsync_folder(self.root)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             fix = "free some disk space" if e.errno == errno.ENOSPC else "set data.cache_dir to a folder you can write to"
@@ -136,16 +136,6 @@ class Cache:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a folder as a file to fsync it
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_folder(out: Path, write: Callable[[Path], dict[str, Any]], size: int | None = None) -> dict[str, Any]:
     """`attnlm data prepare --out DIR`: the same temporary-folder-then-rename, into a folder of the user's."""
     if out.exists():
@@ -161,7 +151,7 @@ def write_folder(out: Path, write: Callable[[Path], dict[str, Any]], size: int |
         tmp.mkdir()
         meta = write(tmp)
         os.rename(tmp, out)
-        _fsync_dir(parent)
+        disk.fsync_folder(parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise machine_error(out, e, "free some disk space" if e.errno == errno.ENOSPC
