@@ -18,7 +18,8 @@ from run_helpers import run_cli
 from attnlm.config import ModelConfig
 from attnlm.data import Vocab
 from attnlm.errors import UserError
-from attnlm.inspection.attention import attention_weights, group_matrix, to_dot, word_groups, write_graph
+from attnlm.inspection.attention import attention_weights, group_matrix, word_groups
+from attnlm.inspection.graph import to_dot, write_graph
 from attnlm.inspection.plots import head_images, write_heatmaps
 from attnlm.inspection.probe import probe_ids
 from attnlm.lm.model import AttnLM

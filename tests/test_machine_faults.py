@@ -34,7 +34,8 @@ from attnlm.config import ModelConfig
 from attnlm.data import Vocab, prepare_sources
 from attnlm.disk import TEMP_PREFIX, atomic_write
 from attnlm.errors import MachineError
-from attnlm.inspection.attention import attention_weights, to_dot, write_graph
+from attnlm.inspection.attention import attention_weights
+from attnlm.inspection.graph import to_dot, write_graph
 from attnlm.inspection.plots import write_heatmaps
 from attnlm.lm.model import AttnLM
 from attnlm.store.export import export

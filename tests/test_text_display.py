@@ -23,7 +23,8 @@ from attnlm.data import Corpus, Vocab, read_text
 from attnlm.data.vocab import check_known
 from attnlm.errors import UserError
 from attnlm.inspection import plots
-from attnlm.inspection.attention import char_groups, fitting_tables, group_matrix, word_groups
+from attnlm.inspection.attention import char_groups, group_matrix, word_groups
+from attnlm.inspection.attention_table import fitting_tables
 from attnlm.labels import show_char
 from attnlm.lm.model import AttnLM
 from attnlm.training.epoch_table import EpochStats, EpochTable, observation

@@ -16,6 +16,8 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
               heatmap: Path | None, device: str, console: Console) -> None:
     from attnlm.checks import check_index, check_png
     from attnlm.inspection import attention as view
+    from attnlm.inspection import graph as dot_graph
+    from attnlm.inspection.attention_table import fitting_tables
     from attnlm.terminal import natural_width, print_whole
 
     if mean and head is not None:
@@ -23,7 +25,7 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
     if not 0.0 <= min_weight < 1.0:
         raise UserError(f"--min-weight must be in [0, 1), got {min_weight}")
     if graph is not None:
-        view.check_graph_path(graph)  # before any work, so a typo costs nothing
+        dot_graph.check_graph_path(graph)  # before any work, so a typo costs nothing
     if heatmap is not None:
         check_png("--heatmap", heatmap)
     model = load_for_inspection(run, checkpoint, config, overrides, device)
@@ -46,7 +48,7 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         joined = " ".join(f"{label} ({len(positions)})" for label, positions in groups if len(positions) > 1)
         console.print(f"characters the model reads as several code points, shown as one: {joined}; a column "
                       "sums its code points, a row averages them", highlight=False)
-    tables = view.fitting_tables(console, matrix, labels, f"attention probabilities on {text!r}")
+    tables = fitting_tables(console, matrix, labels, f"attention probabilities on {text!r}")
     for table in tables:
         print_whole(console, table, natural_width(console, table))  # the blocks' widths were estimated
     console.print("rows: the token asking; columns: the token it attends to; each row sums to 1, the future is 0",
@@ -55,8 +57,8 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         print(f"note: the table is cut into {len(tables)} blocks of columns to fit this terminal's {console.width} "
               "columns; --words, a shorter --text or --heatmap FILE.png show it whole", file=sys.stderr)
     if graph is not None:
-        dot = view.to_dot(matrix, labels, min_weight, f"{text!r}: {which}, edges above {min_weight:g}")
-        dot_path, drawn, note = view.write_graph(dot, graph)
+        dot = dot_graph.to_dot(matrix, labels, min_weight, f"{text!r}: {which}, edges above {min_weight:g}")
+        dot_path, drawn, note = dot_graph.write_graph(dot, graph)
         console.print(f"wrote {dot_path}" + (f" and {drawn}" if drawn else ""), highlight=False)
         if note:
             print(f"note: {note}", file=sys.stderr)

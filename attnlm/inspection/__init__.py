@@ -1,6 +1,8 @@
 """Looking inside a model: what attention does, as numbers, tables, graphs and pictures.
 
-attention.py        attention weights of a text, grouped by word or grapheme, as a table or a graph
+attention.py        a model's attention weights on a text, grouped by word or grapheme cluster
+attention_table.py  those weights as a probability table in the terminal
+graph.py            those weights as a directed graph (Graphviz source, SVG, PNG)
 attention_stats.py  what a head does, in words (the Observation column's attention half)
 trace.py            one head's data flow, stage by stage (`attnlm trace`)
 plots.py            heat maps for a PNG file or for TensorBoard
