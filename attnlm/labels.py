@@ -1,14 +1,9 @@
-"""Text a user hands to a trained model (a prompt, --text, a probe): checked against the vocabulary in one
-place, so every command refuses unknown characters, empty or too long text with the same kind of line."""
+"""Characters as labels a reader can see: whitespace made visible (␣, ↵), code points that draw nothing named
+(U+0301), and text split into the grapheme clusters a terminal draws as one character."""
 
 from __future__ import annotations
 
 import unicodedata
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-
-    pass
 
 VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\r\n": "␍↵"}
 # Categories of code points that draw nothing of their own: combining marks, format characters (the zero

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attnlm.errors import UserError
-from attnlm.store.metrics import run_summary as summarise_run
+from attnlm.store.metrics import run_summary
 from attnlm.store.run_dir import list_run_dirs
 from attnlm.terminal import print_fitting
 
@@ -24,7 +24,7 @@ def runs(*, root: Path, console: Console, run: Path | None = None) -> None:
         return
     rows = []
     for folder in folders:
-        s = summarise_run(folder)
+        s = run_summary(folder)
         rows.append((folder.name, str(s.epochs), str(s.steps), f"{s.best_val:.4f}" if s.best_val is not None else "-",
                      f"{s.seconds:.1f}s", "finished" if s.finished else "resumable" if s.steps else "no epoch yet"))
     # Boxed where it fits; then without the box; then one run per two lines, so a narrow terminal still
@@ -58,7 +58,7 @@ def run_detail(folder: Path, console: Console) -> None:
 
     if not (folder / "checkpoints").is_dir():
         raise UserError(f"{folder} is not a run folder (it has no checkpoints/); `attnlm runs` lists the runs")
-    s = summarise_run(folder)
+    s = run_summary(folder)
     best = f", best val loss {s.best_val:.4f}" if s.best_val is not None else ""
     status = "finished" if s.finished else "resumable" if s.steps else "no epoch yet"
     console.print(f"run {folder}: {status}, {s.epochs} epochs, {s.steps} steps{best}, {s.seconds:.1f}s", highlight=False)

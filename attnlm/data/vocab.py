@@ -1,4 +1,6 @@
-"""The character vocabulary, and the vectorised encoder that turns chunks of text into id arrays."""
+"""The character vocabulary, the vectorised encoder that turns chunks of text into id arrays, and the one check
+of text a user hands to a trained model (a prompt, --text, a probe) against it, so every command refuses
+unknown characters, empty or too long text with the same kind of line."""
 
 from __future__ import annotations
 
@@ -119,6 +121,7 @@ class CharSet:
         return "".join(chr(c) for c in sorted(codes))
 
 
+# ----- text a user hands to a model -----------------------------------------------------------------------
 MAX_LISTED = 20  # unknown characters named in an error; a longer list hides the fix
 
 
