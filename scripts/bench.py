@@ -9,10 +9,11 @@ JSON line (prefixed `BENCH `) so results can be compared across commits:
     python scripts/bench.py speedrun   --vs-nanogpt ~/nanoGPT     # nanoGPT's CPU recipe first, then ours in its time
     python scripts/bench.py throughput --vs-nanogpt ~/nanoGPT     # tokens/s against nanoGPT's, same machine
     python scripts/bench.py sample     --run runs/speedrun-cpu --chars 2000
-    python scripts/bench.py all        --data data/tinyshakespeare.txt     # the README table
+    python scripts/bench.py all        --data data/tinyshakespeare.txt     # throughput, speedrun, sample in one go
     python scripts/bench.py data       --size 1G     # preparation and training on a synthetic 1 GB corpus
 
-Timings on a shared machine are noisy: look at the load average printed with every result.
+docs/performance.md explains the method, docs/records.md holds the results. A machine's speed drifts, so
+compare only figures measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from attnlm.config import Config, load_config  # noqa: E402
-from attnlm.device import cpu_has_bf16, resolve_device, use_bf16, use_compile  # noqa: E402
-from attnlm.store.run_info import git_commit  # noqa: E402
+# Like every script, bench.py uses only attnlm's public API: attnlm and attnlm.api (tests/test_scripts.py).
+import attnlm  # noqa: E402
+from attnlm.api import Config, cpu_has_bf16, git_commit, load_config, resolve_device, use_bf16, use_compile  # noqa: E402
 
 console = Console(highlight=False)
 
@@ -140,7 +141,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     With --vs-nanogpt DIR, nanoGPT's CPU recipe first runs whole on the same machine (the ratio to its whole
     process, evaluations and start-up included), then its training iteration (NanoGPTStep) alternates with
     ours window by window in this process (the ratio of steady steps: the median over the pairs of windows)."""
-    from attnlm.training import Trainer
+    from attnlm.api import Trainer
 
     folder = Path(args.vs_nanogpt).expanduser().resolve() if args.vs_nanogpt else None
     theirs = nanogpt(folder, args.nanogpt_python) if folder else None
@@ -303,48 +304,47 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----- (3) sampling --------------------------------------------------------------------------------
 def sample(args: argparse.Namespace) -> dict[str, Any]:
-    """Characters/s with the key/value cache and with the recompute-the-window reference, same seed."""
-    from attnlm.checks import SamplingOptions
-    from attnlm.lm.generate import generate
-    from attnlm.lm.model import AttnLM
-    from attnlm.store.load import load_model
-    from attnlm.store.run_dir import resolve_checkpoint
-
-    device = torch.device(args.device)
+    """Characters/s with the key/value cache and with the recompute-the-window reference, same seed: the time
+    of Model.generate, which also turns the prompt into ids and the new ids into text (microseconds)."""
+    if args.run and args.checkpoint:
+        raise SystemExit("give either --run or --checkpoint, not both")
     if args.run or args.checkpoint:
-        path = resolve_checkpoint(args.run, args.checkpoint)
-        model, vocab, cfg, _ = load_model(path, device)
-        what, vocab_size = str(path), vocab.size
+        model = attnlm.load(args.checkpoint or args.run, device=args.device)
+        what = model.source
     else:
-        # Speed does not depend on the weights: a seeded untrained model of the config's shape will do.
+        # Speed depends on the model's shape and the vocabulary's size, not on the weights or on which
+        # characters there are: an untrained model of the config's shape, its vocabulary the 65 characters
+        # (as many as tiny Shakespeare has) of a made-up text, so that no corpus is needed.
         cfg = config_for(args)
-        torch.manual_seed(0)
-        vocab_size = 65
-        model = AttnLM(cfg.model, vocab_size).to(device)
+        alphabet = "\n" + "".join(map(chr, range(32, 96)))
+        with tempfile.TemporaryDirectory(prefix="attnlm-bench-") as tmp:
+            text = Path(tmp) / "alphabet.txt"
+            text.write_text(alphabet * (cfg.model.block_size // 16 + 4), encoding="utf-8")
+            model = attnlm.Model.untrained(cfg, [f"data.path={text}", f"data.cache_dir={tmp}",
+                                                 "data.val_fraction=0.5"], device=args.device)
         what = f"untrained {args.config}"
-    prompt = torch.tensor([0])
-    opts = SamplingOptions(temperature=0.8)
-    texts: dict[bool, torch.Tensor] = {}
+    prompt = model.vocab.chars[0]  # id 0
+    texts: dict[bool, str] = {}
     rates: dict[bool, list[float]] = {True: [], False: []}
     for use_cache in (True, False):
-        generate(model, prompt, 20, opts, torch.Generator().manual_seed(0), use_cache=use_cache)  # warm-up
-    for _ in range(args.repeats):  # alternated, so a slow moment of a shared machine hits both paths
+        model.generate(prompt, 20, temperature=0.8, seed=0, use_cache=use_cache)  # warm-up
+    for _ in range(args.repeats):  # alternated, so a drift in the machine's speed hits both paths
         for use_cache in (True, False):
             t0 = time.perf_counter()
-            ids = generate(model, prompt, args.chars, opts, torch.Generator().manual_seed(args.seed), use_cache=use_cache)
+            text = model.generate(prompt, args.chars, temperature=0.8, seed=args.seed, use_cache=use_cache)
             rates[use_cache].append(args.chars / (time.perf_counter() - t0))
-            texts[use_cache] = ids
+            texts[use_cache] = text
     results = {c: (texts[c], statistics.median(rates[c])) for c in (True, False)}
-    identical = torch.equal(results[True][0], results[False][0])
+    identical = results[True][0] == results[False][0]
     speedup = results[True][1] / results[False][1]
-    m = cfg.model
+    m = model.config.model
     rows = [("model", f"{what} ({m.n_layer}x{m.n_head}x{m.n_embd}, context {m.block_size})"),
             ("characters", f"{args.chars} x {args.repeats} runs per path (medians)"),
             ("cached chars/s", f"{results[True][1]:,.0f}"),
             ("recompute chars/s", f"{results[False][1]:,.0f}"), ("speed-up", f"{speedup:.1f}x"),
             ("identical output (same seed)", str(identical))]
-    record = emit("sample", rows, {"model": what, "vocab": vocab_size, "chars": args.chars, "repeats": args.repeats,
-                                   "cached_chars_per_s": round(results[True][1]),
+    record = emit("sample", rows, {"model": what, "vocab": model.vocab.size, "chars": args.chars,
+                                   "repeats": args.repeats, "cached_chars_per_s": round(results[True][1]),
                                    "recompute_chars_per_s": round(results[False][1]),
                                    "speedup": round(speedup, 2), "identical": identical})
     if not identical:
@@ -436,10 +436,6 @@ def data(args: argparse.Namespace) -> dict[str, Any]:
     and the time of an epoch's evaluation (the fixed subset, and optionally the full pass)."""
     import shutil
 
-    from attnlm.data import load_corpus
-    from attnlm.lm.evaluation import evaluate
-    from attnlm.lm.model import AttnLM
-
     size = parse_size(args.size)
     tmp_root = Path(args.tmp)
     free = shutil.disk_usage(tmp_root).free
@@ -484,16 +480,16 @@ def data(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(cache)
             cold = run_measured([*train_cmd, "--name", "cold"], env, first_step_in=work / "runs" / "cold",
                                 stop_at_first_step=True)
-        # The evaluation alone, as the trainer runs it at each epoch's end (same code, in this process).
-        cfg = load_config(args.config, [f"data.path={corpus}", f"data.cache_dir={cache}", *args.set])
-        mapped = load_corpus(corpus, cfg.data.val_fraction, cfg.model.block_size, separator=cfg.data.separator,
-                             cache_dir=cache)
-        model = AttnLM(cfg.model, mapped.vocab.size)
+        # The evaluation alone, as the trainer runs it at each epoch's end (same code, in this process): an
+        # untrained model of the config on the prepared corpus, evaluated on its validation split. Model.evaluate
+        # also finds the prepared corpus in the cache and maps it again (milliseconds, however big it is).
+        model = attnlm.Model.untrained(args.config, [f"data.path={corpus}", f"data.cache_dir={cache}", *args.set],
+                                       device="cpu")
         evals = {}
-        for name, max_chars in [("subset", cfg.train.eval_chars)] + ([("full", None)] if args.full_eval else []):
+        for name, full in [("subset", False)] + ([("full", True)] if args.full_eval else []):
             t0 = time.perf_counter()
-            _, _, count = evaluate(model, mapped.val, cfg.train.eval_batch_size, torch.device("cpu"), max_chars=max_chars)
-            evals[name] = (time.perf_counter() - t0, int(count))
+            count = model.evaluate(full=full).tokens
+            evals[name] = (time.perf_counter() - t0, count)
         prepared_mb = sum(f.stat().st_size for f in cache.rglob("*.bin")) / 1e6
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,12 +3,12 @@ attnlm/config.py)."""
 
 from __future__ import annotations
 
-from attnlm.config import reference
+from attnlm.api import config_reference
 
 
 def table() -> str:
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for key, default, doc in reference():
+    for key, default, doc in config_reference():
         shown = default.replace("|", "\\|").replace("\n", "\\n")
         lines.append(f"| `{key}` | `{shown}` | {doc} |")
     return "\n".join(lines)

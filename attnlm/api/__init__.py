@@ -14,22 +14,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Evaluation", "Model", "Run", "default_prompt", "load", "resume", "train"]
+__all__ = ["Config", "Evaluation", "Model", "Run", "Trainer", "config_reference", "cpu_has_bf16", "default_prompt",
+           "git_commit", "load", "load_config", "resolve_device", "resume", "start_explorer", "train", "use_bf16",
+           "use_compile"]
 
 # Loaded on first use: a command body (attnlm.api.sample, ...) checks its request before torch is imported.
-_HOME = {"Evaluation": "model", "Model": "model", "default_prompt": "model", "load": "model",
-         "Run": "run", "resume": "run", "train": "run"}
+_HOME = {"Evaluation": "attnlm.api.model", "Model": "attnlm.api.model", "default_prompt": "attnlm.api.model",
+         "load": "attnlm.api.model", "Run": "attnlm.api.run", "resume": "attnlm.api.run", "train": "attnlm.api.run",
+         "start_explorer": "attnlm.api.explore",
+         # The building blocks for tools and benchmarks (scripts/), which the Model API does not give: a
+         # config and its reference, the Trainer whose step bench.py times, the commit a result was measured
+         # at, and the device facts that decide precision and compiling.
+         "Config": "attnlm.config", "load_config": "attnlm.config", "config_reference": "attnlm.config",
+         "Trainer": "attnlm.training", "git_commit": "attnlm.store.run_info", "resolve_device": "attnlm.device",
+         "cpu_has_bf16": "attnlm.device", "use_bf16": "attnlm.device", "use_compile": "attnlm.device"}
+_RENAMED = {"config_reference": "reference"}  # the name in its home module, where it differs
 
 if TYPE_CHECKING:
+    from attnlm.api.explore import start_explorer
     from attnlm.api.model import Evaluation, Model, default_prompt, load
     from attnlm.api.run import Run, resume, train
+    from attnlm.config import Config, load_config
+    from attnlm.config import reference as config_reference
+    from attnlm.device import cpu_has_bf16, resolve_device, use_bf16, use_compile
+    from attnlm.store.run_info import git_commit
+    from attnlm.training import Trainer
 
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
         import importlib
 
-        return getattr(importlib.import_module(f"attnlm.api.{_HOME[name]}"), name)
+        return getattr(importlib.import_module(_HOME[name]), _RENAMED.get(name, name))
     raise AttributeError(f"module 'attnlm.api' has no attribute {name!r}")
 
 
