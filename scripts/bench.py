@@ -444,8 +444,8 @@ def data(args: argparse.Namespace) -> dict[str, Any]:
                          "(the corpus and its prepared copy)")
     load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="attnlm-bench-data-", dir=tmp_root))
-    # One thread by default: on a shared 2-core machine two OpenMP threads spin against other jobs' processes
-    # (evaluation measured 5x slower with 2 threads than with 1 under a load of 9).
+    # One thread by default: where other processes want the same cores, OpenMP threads spin-wait against them
+    # and small kernels slow down many times over; one thread keeps the figures comparable between runs.
     env = {**os.environ, "COLUMNS": "110", "OMP_NUM_THREADS": str(args.threads)}
     torch.set_num_threads(args.threads)
     try:
