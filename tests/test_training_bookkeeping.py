@@ -1,0 +1,256 @@
+"""What the training loop records and keeps: the random streams a resume restores (dropout included), the
+train accuracy of the epoch rows, which epoch best.pt holds, and the end of a run bounded by train.max_time.
+
+Most runs are in-process Trainers of a few steps on the tiny model (as in test_accumulation.py); only the
+real-time max_time run goes through the CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from run_helpers import (
+    assert_same_tensors,
+    assert_same_training,
+    load_checkpoint,
+    metrics,
+    run_cli,
+    step_losses,
+    train_args,
+)
+
+from attnlm.api.run import resume
+from attnlm.config import load_config
+from attnlm.data import BatchSampler
+from attnlm.store.run_dir import new_run_dir
+from attnlm.training import Trainer
+
+# The tiny model, short epochs, every step's loss in metrics.jsonl, no sample or TensorBoard (nothing here reads them).
+TINY = ["model.block_size=32", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "train.batch_size=16",
+        "train.lr=3e-3", "train.warmup_steps=2", "train.eval_batch_size=256", "log.print_every=1",
+        "log.sample_chars=0", "log.tensorboard=false"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def make_trainer(corpus: Path, runs: Path, *overrides: str) -> Trainer:
+    cfg = load_config("configs/tiny.yaml", [f"data.path={corpus}", f"log.dir={runs}", *TINY, *overrides])
+    return Trainer(cfg, Console(quiet=True))
+
+
+def epoch_rows(run: Path) -> list[dict]:
+    return [row for row in metrics(run) if row["kind"] == "epoch"]
+
+
+def weights_after_step(trainer: Trainer, step: int) -> dict[str, torch.Tensor]:
+    """Filled with a copy of the model's weights as the optimizer's `step`-th update leaves them."""
+    taken: dict[str, torch.Tensor] = {}
+    count = [0]
+
+    def hook(optimizer: object, args: object, kwargs: object) -> None:
+        count[0] += 1
+        if count[0] == step:
+            taken.update({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    trainer.optimizer.register_step_post_hook(hook)
+    return taken
+
+
+# ----- 1. a resume restores every random stream, dropout's included -------------------------------------------
+def test_run_with_dropout_stopped_mid_epoch_and_resumed_matches_uninterrupted_run(tmp_path: Path,
+                                                                                   small_corpus: Path) -> None:
+    """With model.dropout > 0 every step draws dropout masks from torch's generator: a resumed run continues
+    that stream (and the batch sampler's) where the checkpoint left it, so its losses and weights are the
+    uninterrupted run's, bit for bit."""
+    schedule = ("model.dropout=0.1", "train.epochs=2", "train.steps_per_epoch=6")
+    whole = make_trainer(small_corpus, tmp_path, *schedule)
+    assert whole.fit(new_run_dir(tmp_path, "whole", False, False)) == 0
+
+    stopped = make_trainer(small_corpus, tmp_path, *schedule)
+    assert stopped.model.training and stopped.cfg.model.dropout == 0.1  # dropout is live in the steps
+    updates = [0]
+
+    def ctrl_c_during_step_4(optimizer: object, args: object, kwargs: object) -> None:
+        updates[0] += 1
+        if updates[0] == 4:
+            # A real SIGINT, taken by the trainer's own handler (a default handler would end the test session).
+            assert signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, signal.SIG_DFL, signal.SIG_IGN)
+            signal.raise_signal(signal.SIGINT)
+
+    stopped.optimizer.register_step_post_hook(ctrl_c_during_step_4)
+    run = new_run_dir(tmp_path, "stopped", False, False)
+    assert stopped.fit(run, exit_process=False) == 130
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 4
+    assert [s for s, _ in step_losses(run)] == [1, 2, 3, 4]
+
+    assert resume(run, console=Console(quiet=True)).exit_code == 0
+    assert step_losses(run) == step_losses(tmp_path / "whole")
+    assert_same_training(run, tmp_path / "whole", steps=12)
+
+
+# ----- 2. train accuracy ------------------------------------------------------------------------------------
+def accuracy_run(corpus: Path, runs: Path, name: str, batch_size: int, accum: int) -> tuple[Path, list[dict]]:
+    """Train 2 epochs of 3 steps (last.pt also every 2 steps, so an epoch's totals are folded more than once);
+    returns the run and, per training forward pass, its input, its predictions and the batch the sampler drew
+    for it (replayed from a copy of the sampler's generator)."""
+    trainer = make_trainer(corpus, runs, f"train.batch_size={batch_size}", f"train.grad_accum_steps={accum}",
+                           "train.epochs=2", "train.steps_per_epoch=3", "train.checkpoint_every=2")
+    replay = BatchSampler(trainer.corpus.train, trainer.cfg.model.block_size, batch_size, seed=0)
+    replay.set_state(trainer.sampler.state())
+    forwards: list[dict] = []
+
+    def record(module: torch.nn.Module, args: tuple, output: tuple) -> None:
+        if module.training and torch.is_grad_enabled():  # a training step's forward, not an evaluation
+            x, y = replay.next()
+            forwards.append({"input": args[0].detach().clone(), "x": x, "y": y,
+                             "predicted": output[0].detach().argmax(-1)})
+
+    trainer.model.register_forward_hook(record)
+    run = new_run_dir(runs, name, False, False)
+    assert trainer.fit(run) == 0
+    assert len(forwards) == 2 * 3 * accum
+    for f in forwards:
+        assert torch.equal(f["input"], f["x"]), "the replayed sampler must draw the batches training saw"
+    return run, forwards
+
+
+def test_epoch_train_accuracy_counts_correct_next_character_predictions_over_all_micro_batches(
+        tmp_path: Path, small_corpus: Path) -> None:
+    """The epoch row's train_accuracy is the share of the epoch's next-character predictions (every
+    micro-batch of every step) whose argmax is the target, and its train_loss the mean of its steps' losses."""
+    run, forwards = accuracy_run(small_corpus, tmp_path, "b8x4", batch_size=8, accum=4)
+    rows = epoch_rows(run)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 3), (2, 6)]
+    losses = step_losses(run)
+    per_epoch = len(forwards) // 2
+    for i, row in enumerate(rows):
+        mine = forwards[i * per_epoch:(i + 1) * per_epoch]
+        correct = sum(int((f["predicted"] == f["y"]).sum()) for f in mine)
+        against_inputs = sum(int((f["predicted"] == f["x"]).sum()) for f in mine)
+        assert correct != against_inputs  # the two counts can be told apart on these batches
+        assert row["train_accuracy"] == correct / (per_epoch * 8 * 32), f"epoch {row['epoch']}"
+        steps = [loss for step, loss in losses if i * 3 < step <= (i + 1) * 3]
+        assert row["train_loss"] == pytest.approx(sum(steps) / 3, rel=1e-9), f"epoch {row['epoch']}"
+
+
+def test_accumulated_micro_batches_report_the_accuracy_of_one_batch_as_large(tmp_path: Path,
+                                                                             small_corpus: Path) -> None:
+    """4 micro-batches of 8 see the very windows of one batch of 32 (test_accumulation.py), so the epochs'
+    train accuracy is the same, up to a prediction flipped by the summation order of the gradients."""
+    accumulated, _ = accuracy_run(small_corpus, tmp_path, "b8x4", batch_size=8, accum=4)
+    whole, _ = accuracy_run(small_corpus, tmp_path, "b32x1", batch_size=32, accum=1)
+    got = [r["train_accuracy"] for r in epoch_rows(accumulated)]
+    want = [r["train_accuracy"] for r in epoch_rows(whole)]
+    assert len(got) == len(want) == 2
+    assert got == pytest.approx(want, abs=3 / (3 * 32 * 32))  # 3 predictions of an epoch's 3072
+    assert all(0 < a < 0.5 for a in got)
+
+
+# ----- 3. best.pt holds the best epoch ----------------------------------------------------------------------
+def test_best_checkpoint_keeps_the_best_epoch_when_later_epochs_get_worse(tmp_path: Path, small_corpus: Path) -> None:
+    """A warmup far too steep (0.1 more LR each step) makes every epoch worse than the one before: best.pt
+    stays the first epoch's (its step, val loss and weights), and last.pt is the last epoch's."""
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=3", "train.steps_per_epoch=5", "train.lr=20",
+                           "train.min_lr=0", "train.warmup_steps=200")
+    first_epoch = weights_after_step(trainer, 5)
+    run = new_run_dir(tmp_path, "worse", False, False)
+    assert trainer.fit(run) == 0
+    rows = epoch_rows(run)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 5), (2, 10), (3, 15)]
+    val = [r["val_loss"] for r in rows]
+    assert val[0] < val[1] < val[2], f"the run did not get worse: {val}"
+
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert best["state"]["step"] == 5 and best["state"]["best_epoch"] == 1 and best["state"]["best_val"] == val[0]
+    assert_same_tensors(best["model"], first_epoch, "best.pt")
+    assert last["state"]["step"] == 15 and last["state"]["best_epoch"] == 1 and last["state"]["best_val"] == val[0]
+    assert_same_tensors(last["model"], trainer.model.state_dict(), "last.pt")
+    assert not torch.equal(last["model"]["head.weight"], best["model"]["head.weight"])
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["best_epoch"], summary["best_val_loss"]) == (1, val[0])
+
+
+def test_an_epoch_that_only_ties_the_best_val_loss_does_not_replace_best_pt(tmp_path: Path, small_corpus: Path) -> None:
+    """With a learning rate too small to move any weight, epoch 2 ends with epoch 1's val loss exactly: not
+    an improvement, so best.pt stays epoch 1's."""
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=2", "train.steps_per_epoch=3", "train.lr=1e-30",
+                           "train.min_lr=0")
+    run = new_run_dir(tmp_path, "tie", False, False)
+    assert trainer.fit(run) == 0
+    rows = epoch_rows(run)
+    assert [r["step"] for r in rows] == [3, 6]
+    assert rows[0]["val_loss"] == rows[1]["val_loss"]
+    best = load_checkpoint(run / "checkpoints" / "best.pt")["state"]
+    assert (best["step"], best["best_epoch"]) == (3, 1)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 6
+
+
+def test_resumed_run_that_gets_worse_keeps_the_earlier_sessions_best_pt(tmp_path: Path, small_corpus: Path) -> None:
+    """Two improving epochs, then a resume to a third at a ruinous learning rate, then one to a fourth that
+    recovers part of the loss: best.pt keeps epoch 2, weights and all, across the sessions (better than the
+    epoch before is not better than the best)."""
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=2", "train.steps_per_epoch=5")
+    run = new_run_dir(tmp_path, "resumed", False, False)
+    assert trainer.fit(run) == 0
+    epoch_2 = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert epoch_2["state"]["step"] == 10
+
+    assert resume(run, ["train.epochs=3", "train.lr=1"], console=Console(quiet=True)).exit_code == 0
+    val = [r["val_loss"] for r in epoch_rows(run)]
+    assert len(val) == 3 and val[0] > val[1] and val[2] > val[1] + 0.1, val
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert (best["state"]["step"], best["state"]["best_epoch"], best["state"]["best_val"]) == (10, 2, val[1])
+    assert_same_tensors(best["model"], epoch_2["model"], "best.pt")
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["state"]
+    assert (last["step"], last["best_epoch"]) == (15, 2)
+
+    # A fourth epoch at a sane learning rate again recovers some of the loss, yet not enough to beat epoch 2.
+    assert resume(run, ["train.epochs=4", "train.lr=3e-3", "train.min_lr=3e-3"], console=Console(quiet=True)).exit_code == 0
+    val = [r["val_loss"] for r in epoch_rows(run)]
+    assert len(val) == 4 and val[1] < val[3] < val[2], val
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert (best["state"]["step"], best["state"]["best_epoch"]) == (10, 2)
+    assert_same_tensors(best["model"], epoch_2["model"], "best.pt")
+
+
+# ----- 4. train.max_time ends the run -----------------------------------------------------------------------
+def test_max_time_stops_at_the_step_boundary_where_the_clock_runs_out_and_closes_the_run(tmp_path: Path,
+                                                                                         small_corpus: Path) -> None:
+    """The budget is checked before every step: the run ends right there, the partial epoch is evaluated and
+    recorded, last.pt and summary.json are written, and fit returns 0. The clock is replaced by one whose
+    budget runs out after 7 steps, so the stop is exact."""
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=3", "train.steps_per_epoch=5", "train.max_time=3600")
+    trainer.clock.out_of_time = lambda: trainer.state.step >= 7
+    run = new_run_dir(tmp_path, "timed", False, False)
+    assert trainer.fit(run) == 0
+    assert [s for s, _ in step_losses(run)] == list(range(1, 8))
+    rows = epoch_rows(run)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 5), (2, 7)]  # the partial epoch 2 is closed
+    losses = [loss for _, loss in step_losses(run)]
+    assert rows[1]["train_loss"] == pytest.approx(sum(losses[5:]) / 2, rel=1e-9)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["state"]
+    assert (last["step"], last["epoch"], len(last["history"])) == (7, 3, 2)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["steps"], summary["epochs"]) == (7, 2)
+
+
+def test_real_max_time_budget_ends_a_cli_run_cleanly_long_before_its_epochs(tmp_path: Path,
+                                                                            small_corpus: Path) -> None:
+    """A 1.5-second budget on a run of 100 epochs x 30 steps: the run ends by time with exit 0, its last
+    (partial) epoch evaluated, last.pt and summary.json written."""
+    result = run_cli(*train_args(small_corpus, tmp_path, "budget", "--set", "train.epochs=100", "--set",
+                                 "train.max_time=1.5", "--set", "log.tensorboard=false", "--set", "log.sample_chars=0"),
+                     timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "budget"
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    rows = epoch_rows(run)
+    assert 0 < summary["steps"] < 100 * 30
+    assert summary["seconds"] < 1.5 + 10  # generous: a loaded machine may overrun the budget by a step or an evaluation
+    assert rows and rows[-1]["step"] == summary["steps"] and summary["epochs"] == len(rows)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == summary["steps"]
