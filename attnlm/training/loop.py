@@ -4,6 +4,7 @@ through attnlm.training.reporter."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -74,7 +75,10 @@ class Trainer:
 
     # ----- checkpoints -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
-        return checkpoint_payload(self.cfg, self.corpus.vocab.chars, self.model, self.optimizer, self.state,
+        # The training time so far goes into every checkpoint, so a run resumed from any of them (after a kill,
+        # or once it is finished) keeps its time budget and its time-based schedule where they were.
+        state = dataclasses.replace(self.state, elapsed=self.clock.elapsed())
+        return checkpoint_payload(self.cfg, self.corpus.vocab.chars, self.model, self.optimizer, state,
                                   rng_states(self.sampler, self.device), self.device, self.bf16)
 
     def _set_epoch_length(self, steps: int) -> None:
@@ -217,7 +221,7 @@ class Trainer:
     def _finished(self) -> bool:
         st, t = self.state, self.cfg.train
         return st.epoch > t.epochs or bool(t.max_steps and st.step >= t.max_steps) or bool(
-            t.max_time and st.elapsed >= t.max_time)
+            t.max_time and max(st.elapsed, st.spent_budget) >= t.max_time)
 
     def _fit(self) -> int:
         t, st = self.cfg.train, self.state
@@ -294,6 +298,8 @@ class Trainer:
         improved, history = st.record_epoch(stats)
         self.reporter.epoch(stats, history, final)
         st.next_epoch()
+        if self.clock.out_of_time():  # the budget ends with this epoch: saved as spent, the run is over
+            st.spent_budget = t.max_time
         self.save(best=improved)
         self.reporter.flush()
         # Only now the optional work: whatever it does or breaks, the epoch is already saved.

@@ -205,7 +205,7 @@ class Reporter:
 
     def already_finished(self, step: int) -> None:
         self.console.print(f"{self.run_dir} already finished (step {step}); to train it further raise "
-                           "train.epochs or train.max_steps with --set", highlight=False, soft_wrap=True)
+                           "train.epochs, train.max_steps or train.max_time with --set", highlight=False, soft_wrap=True)
 
     def interrupted(self, signal_name: str, step: int, resume_command: str) -> None:
         self.console.print(

@@ -29,6 +29,9 @@ class TrainState:
     epoch_count: int = 0
     epoch_train_time: float = 0.0
     fitted_steps_per_epoch: int = 0  # train.fit_epochs: the epoch length chosen after the first steps (0: not yet)
+    # The train.max_time that ended the run (0: none did). The loop stops short of the budget, keeping room for
+    # the final evaluation, so `elapsed` alone never shows that the budget is spent.
+    spent_budget: float = 0.0
     history: list[dict] = field(default_factory=list)
 
     def fold(self, loss_sum: float, correct: int, predictions: int, seconds: float) -> None:
