@@ -13,6 +13,15 @@ import torch
 from run_helpers import CORPUS, SMALL_CHARS, TINY, reference_run, run_cli
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Each skipped test is listed with its reason at the end, as -rs does: pytest's default report (-rfE) only
+    counts them, and a test that did not run (no Chromium, no right to mount) must say so where it is read. An
+    explicit -r choice is kept."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.option.reportchars == "fE" and not reporter.hasopt("s"):
+        reporter.reportchars += "s"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Prepared corpora go to a folder of this test session (the default is the user's ~/.cache/attnlm), for

@@ -9,6 +9,7 @@ into a failure; elsewhere the test is skipped with the reason.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,13 +27,23 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 TEXT = "To be, or not to be"
 
 
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome")  # looked up on PATH unless ATTNLM_CHROMIUM names one
+
+
 def chromium() -> str:
-    """The system Chromium, or a skip (a failure under ATTNLM_REQUIRE_BROWSER=1) saying what is missing."""
-    found = os.environ.get("ATTNLM_CHROMIUM") or next(
-        (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    """The system Chromium, or a skip saying where it was looked for and what to do (a failure under
+    ATTNLM_REQUIRE_BROWSER=1, as in CI)."""
+    named = os.environ.get("ATTNLM_CHROMIUM")
+    if named:
+        found = named if os.path.isfile(named) and os.access(named, os.X_OK) else None
+        where = f"{named} (ATTNLM_CHROMIUM)"
+    else:
+        found = next((p for p in (shutil.which(n) for n in CANDIDATES) if p), None)
+        where = f"{', '.join(CANDIDATES)} on PATH"
     problem = None
     if found is None:
-        problem = "no Chromium found (Debian/Ubuntu: sudo apt-get install chromium; or set ATTNLM_CHROMIUM)"
+        problem = (f"no Chromium at {where}; install Debian's chromium (sudo apt-get install chromium) "
+                   "or set ATTNLM_CHROMIUM to one")
     else:
         try:
             import playwright.sync_api  # noqa: F401
@@ -41,8 +52,31 @@ def chromium() -> str:
     if problem:
         if REQUIRED:
             pytest.fail(f"ATTNLM_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(f"browser test skipped: {problem}")
+        pytest.skip(f"browser test skipped: {problem}; set ATTNLM_REQUIRE_BROWSER=1 to make this a failure")
     return found
+
+
+def test_a_missing_browser_is_a_skip_that_says_why_or_a_failure_when_required(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Chromium the test below does not pass quietly: it is skipped with where it looked and what to do,
+    and under ATTNLM_REQUIRE_BROWSER=1 (CI) it fails."""
+    monkeypatch.delenv("ATTNLM_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no browser on PATH
+    monkeypatch.setitem(globals(), "REQUIRED", False)
+    skipped = (r"^browser test skipped: no Chromium at chromium, chromium-browser, google-chrome on PATH; install "
+               r"Debian's chromium \(sudo apt-get install chromium\) or set ATTNLM_CHROMIUM to one; "
+               r"set ATTNLM_REQUIRE_BROWSER=1 to make this a failure$")
+    with pytest.raises(pytest.skip.Exception, match=skipped):
+        chromium()
+    gone = tmp_path / "no-such-chromium"
+    monkeypatch.setenv("ATTNLM_CHROMIUM", str(gone))
+    with pytest.raises(pytest.skip.Exception, match=rf"^browser test skipped: no Chromium at {re.escape(str(gone))} "
+                                                    r"\(ATTNLM_CHROMIUM\); "):
+        chromium()
+    monkeypatch.setitem(globals(), "REQUIRED", True)
+    with pytest.raises(pytest.fail.Exception, match=rf"^ATTNLM_REQUIRE_BROWSER=1 but no Chromium at {re.escape(str(gone))} "
+                                                    r"\(ATTNLM_CHROMIUM\); install Debian's chromium"):
+        chromium()
 
 
 def drawn_row(page, svg: str) -> dict[int, float]:
@@ -72,7 +106,10 @@ def test_the_page_in_a_real_browser(trained_run, tmp_path: Path) -> None:
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(server.url)
-            expect(page.locator("#lines path.edge").first).to_be_attached()
+            # The page's first analysis is the process's first attention call, which imports torch._dynamo (for
+            # torch.compiler.set_stance): 5-10 s on a cold machine, past Playwright's 5 s default. A wait, not a
+            # timing check: every later expect keeps the default.
+            expect(page.locator("#lines path.edge").first).to_be_attached(timeout=60_000)
 
             # Type a text: the strip gets a column per character, with the model's top 5 under each.
             box = page.locator("#text")
