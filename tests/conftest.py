@@ -12,6 +12,10 @@ import pytest
 import torch
 from run_helpers import CORPUS, SMALL_CHARS, TINY, reference_run, run_cli
 
+from attnlm.api.explore import open_explored
+from attnlm.explore.model_access import ExploredModel
+from attnlm.explore.server import ExploreServer, start
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Each skipped test is listed with its reason at the end, as -rs does: pytest's default report (-rfE) only
@@ -69,3 +73,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def served(trained_run: tuple[Path, object]) -> Iterator[tuple[ExploreServer, ExploredModel]]:
+    """The shared trained run served by the explorer in a background thread, one per test file."""
+    run_dir, _ = trained_run
+    model = open_explored(str(run_dir), None)
+    server = start(model)
+    yield server, model
+    server.shutdown()
+    server.server_close()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,12 @@ from run_helpers import ROOT
 
 from attnlm.api.explore import explore, open_explored
 from attnlm.errors import UserError
-from attnlm.explore.model_access import ExploredModel
 from attnlm.explore.server import ExploreServer, start, static_file
 from attnlm.inspection.attention import attention_weights, group_matrix, word_groups
 from attnlm.inspection.probe import epoch_files, load_epoch
 from attnlm.inspection.trace import run_trace
 
 TEXT = "To be, or not to be"
-
-
-@pytest.fixture(scope="module")
-def served(trained_run) -> Iterator[tuple[ExploreServer, ExploredModel]]:
-    run_dir, _ = trained_run
-    model = open_explored(str(run_dir), None)
-    server = start(model)
-    yield server, model
-    server.shutdown()
-    server.server_close()
 
 
 def call(server: ExploreServer, path: str, body: object = None, raw: bytes | None = None,

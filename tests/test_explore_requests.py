@@ -10,26 +10,13 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
-from attnlm.api.explore import open_explored
 from attnlm.errors import UserError
-from attnlm.explore.model_access import ExploredModel
-from attnlm.explore.server import ExploreServer, start
+from attnlm.explore.server import ExploreServer
 
 TEXT = "To be, or not"  # 13 characters; the shared run's model has 2 layers of 2 heads
-
-
-@pytest.fixture(scope="module")
-def served(trained_run) -> Iterator[tuple[ExploreServer, ExploredModel]]:
-    run_dir, _ = trained_run
-    model = open_explored(str(run_dir), None)
-    server = start(model)
-    yield server, model
-    server.shutdown()
-    server.server_close()
 
 
 def answer(request: urllib.request.Request) -> tuple[int, dict]:
