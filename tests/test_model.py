@@ -149,7 +149,7 @@ def test_block_size_is_a_hard_limit() -> None:
     cfg = CONFIGS[0]
     model = AttnLM(cfg, vocab_size=7).eval()
     model(torch.zeros(1, cfg.block_size, dtype=torch.long))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"^sequence of {cfg.block_size + 1} exceeds block_size {cfg.block_size}$"):
         model(torch.zeros(1, cfg.block_size + 1, dtype=torch.long))
 
 
