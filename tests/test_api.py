@@ -6,21 +6,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from rich.console import Console
-from run_helpers import ROOT, TINY, last_logged_step, metrics, run_cli
+from run_helpers import ROOT, TINY, metrics, run_cli
 
 import attnlm
-from attnlm.config import parse_override
+from attnlm.config import load_config, parse_override
+from attnlm.data import BatchSampler, Vocab, load_corpus
 from attnlm.inspection.trace import run_trace
+from attnlm.lm.model import AttnLM
+from attnlm.store.checkpoint import load_checkpoint
+from attnlm.training import Trainer
 from attnlm.training.interrupts import stop_requests
 
 QUIET = Console(quiet=True)
@@ -90,71 +95,88 @@ def test_errors_are_the_clis_one_line_user_errors(trained_run: tuple[Path, objec
         attnlm.train({"train": {"epohcs": 2}})
 
 
-def test_train_returns_a_run_and_an_interrupt_returns_control(small_corpus: Path, tmp_path: Path,
-                                                                 one_thread: None) -> None:
+def test_train_returns_a_run_and_an_interrupt_returns_control(small_corpus: Path, tmp_path: Path, one_thread: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """In a notebook, Ctrl-C (the kernel's interrupt) must not end the process: it stops at the step boundary,
-    saves last.pt and returns the Run; run.resume() finishes it exactly."""
+    saves last.pt and returns the Run; run.resume() finishes it exactly. The SIGINT is a real one, sent to this
+    process during step 5 (not by a thread watching the clock), so the stop lands at the same step every time."""
     cfg = tiny(small_corpus, tmp_path, epochs=2, steps_per_epoch=40)
     cfg["log"].update({"name": "api", "print_every": 1})
     run_dir = tmp_path / "api"
+    steps = [0]
+    step = Trainer.step
 
-    def interrupt_at(step: int) -> threading.Thread:
-        def fire() -> None:
-            deadline = time.monotonic() + 60
-            while last_logged_step(run_dir) < step:
-                if time.monotonic() > deadline:
-                    return  # the assertions below report it; never signal a test that has moved on
-                time.sleep(0.01)
-            os.kill(os.getpid(), signal.SIGINT)
-        thread = threading.Thread(target=fire, daemon=True)
-        thread.start()
-        return thread
+    def step_with_ctrl_c_at_5(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        done = step(trainer)
+        steps[0] += 1
+        if steps[0] == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # taken by the trainer's handler (a default one would end pytest)
+        return done
 
-    thread = interrupt_at(5)
+    monkeypatch.setattr(Trainer, "step", step_with_ctrl_c_at_5)
+    before = signal.getsignal(signal.SIGINT)
     run = attnlm.train(cfg, console=QUIET)
-    thread.join()
+    assert signal.getsignal(signal.SIGINT) is before  # the handler found is given back
     assert run.exit_code == 130 and run.dir == run_dir and not run.finished
-    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]["step"]
-    assert saved >= 5
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] == 5
+    assert [r["step"] for r in metrics(run_dir) if r["kind"] == "step"] == [1, 2, 3, 4, 5]
     done = run.resume(console=QUIET)
+    assert signal.getsignal(signal.SIGINT) is before
     assert done.exit_code == 0 and done.finished and len(done.metrics) == 2
     assert done.best_val_loss == min(r["val_loss"] for r in done.metrics)
     assert [r["step"] for r in metrics(run_dir) if r["kind"] == "step"] == list(range(1, 81))
 
 
-def test_a_second_interrupt_raises_instead_of_ending_the_process() -> None:
+def test_a_second_interrupt_raises_instead_of_ending_the_process(capfd: pytest.CaptureFixture[str]) -> None:
     """What a notebook kernel gets from a second interrupt while a stop is pending: KeyboardInterrupt."""
     received: list[int] = []
-    with pytest.raises(KeyboardInterrupt):
+    before = signal.getsignal(signal.SIGINT)  # pytest's default_int_handler, or SIG_IGN under `trap '' INT`
+    with pytest.raises(KeyboardInterrupt, match="^$"):  # raised bare by the handler, as Python's own is
         with stop_requests(received.append, lambda: received[0] if received else None, lambda: "run.resume()",
                            exit_process=False):
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this (main) thread right away
             assert received == [signal.SIGINT]
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # not reached: the second signal raises
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler found is given back
+    assert capfd.readouterr().err == (
+        "\nSIGINT received: finishing the current step, then saving a checkpoint (send it again to quit at once)\n"
+        "\nSIGINT again: stopping now; resume from the last checkpoint with: run.resume()\n")
 
 
 def test_init_from_starts_at_the_source_models_loss(trained_run: tuple[Path, object], small_corpus: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, one_thread: None) -> None:
     source, _ = trained_run
-    source_loss = [r for r in metrics(source) if r["kind"] == "epoch"][-1]["train_loss"]
+    best = source / "checkpoints" / "best.pt"
     tuned = run_cli("train", "--config", "configs/tiny.yaml", *TINY, "--set", f"data.path={small_corpus}",
                     "--set", f"log.dir={tmp_path}", "--set", "log.timestamp=false", "--set", "log.print_every=1",
                     "--set", "train.max_steps=2", "--set", "log.sample_chars=0", "--name", "tuned",
                     "--set", f"train.init_from={source}", check=True)
-    assert tuned.returncode == 0
+    assert [(r["step"], r["epoch"]) for r in metrics(tmp_path / "tuned") if r["kind"] == "step"] == [(1, 1), (2, 1)]
+    assert json.loads((tmp_path / "tuned" / "summary.json").read_text())["steps"] == 2, tuned.stdout
     first = metrics(tmp_path / "tuned")[0]["loss"]
-    # A fresh model guesses uniformly, ln(vocab) ~ 4.2; fine-tuning starts where the source model ended.
-    assert abs(first - source_loss) < 0.35 and first < math.log(attnlm.load(source).vocab.size) - 1.0
+    # Step 1's loss is the source's best.pt on the run's first batch (train.seed's sampler, same text), before
+    # any update: computed here the same way, on one thread as the CLI runs, it is the same number. A fresh
+    # model (~ln(vocab) = 4.2), last.pt, a partial load or another vocabulary order would each be far off.
+    cfg = load_config("configs/tiny.yaml", [*TINY[1::2], f"data.path={small_corpus}"])
+    payload = load_checkpoint(best)
+    corpus = load_corpus(small_corpus, cfg.data.val_fraction, cfg.model.block_size, Vocab(payload["vocab"]))
+    model = AttnLM(cfg.model, corpus.vocab.size)
+    model.load_state_dict(payload["model"])
+    x, y = BatchSampler(corpus.train, cfg.model.block_size, cfg.train.batch_size, cfg.train.seed).next()
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x)[0].flatten(0, 1), y.flatten()).item()
+    assert first == pytest.approx(expected, abs=1e-6)
+    assert first < math.log(corpus.vocab.size) - 1.0
 
     # Text outside the source's vocabulary, and another model shape: one UserError each, no folder made.
     cfg = tiny(small_corpus, tmp_path, init_from=str(source))
     poems = tmp_path / "poems.txt"
     poems.write_text(small_corpus.read_text(encoding="utf-8")[:5000] + "ζ€", encoding="utf-8")
-    with pytest.raises(attnlm.UserError) as unknown:
+    with pytest.raises(attnlm.UserError, match=rf"^{re.escape(str(poems))} has characters that {re.escape(str(best))} "
+                                               r"never saw: 'ζ' '€'; a model only reads its own vocabulary, so use "
+                                               r"text without them or train from scratch$"):
         attnlm.train({**cfg, "data": {"path": str(poems)}}, name="bad", console=QUIET)
-    assert f"{poems} has characters that {source / 'checkpoints' / 'best.pt'} never saw: 'ζ' '€'" in str(unknown.value)
     with pytest.raises(attnlm.UserError, match="model.n_embd differ"):
         attnlm.train({**cfg, "model": {**cfg["model"], "n_embd": 16}}, name="shape", console=QUIET)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "shape").exists()
