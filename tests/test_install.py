@@ -17,7 +17,9 @@ import install_torch  # noqa: E402
 def test_an_unreachable_index_is_detected_at_once() -> None:
     start = time.monotonic()
     why = install_torch.unreachable("http://127.0.0.1:9/whl/cpu/torch/")  # nothing listens on the discard port
-    assert why and time.monotonic() - start < install_torch.TIMEOUT
+    assert why is not None and "Connection refused" in why, why
+    # Real time is the point: a refused connection must not cost the probe's TIMEOUT (5 s); it takes milliseconds.
+    assert time.monotonic() - start < install_torch.TIMEOUT
 
 
 def test_it_names_the_build_in_the_environment() -> None:

@@ -75,7 +75,7 @@ def test_sigkill_at_any_moment_never_leaves_a_torn_checkpoint(tmp_path: Path, sm
             old = set(folder.glob(TEMP_PREFIX + "*"))
             wait_for(lambda old=old: bool(set(folder.glob(TEMP_PREFIX + "*")) - old), "a checkpoint write", proc, poll=0.0002)
         else:
-            time.sleep(rng.uniform(0, 0.05))
+            time.sleep(rng.uniform(0, 0.05))  # real time is the point: a kill at an arbitrary moment of the training
         logged = last_logged_step(run)
         proc.kill()
         proc.communicate()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from attnlm.config import TrainConfig, load_config
 from attnlm.errors import UserError
 from attnlm.store.checkpoint import load_checkpoint
 from attnlm.training import Trainer
+from attnlm.training import clock as clock_module
 from attnlm.training.schedule import learning_rate
 
 
@@ -44,20 +44,45 @@ def test_time_progress_anneals_a_run_bounded_by_time(schedule: str) -> None:
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)) and not math.isclose(lrs[0], lrs[-1])
 
 
-def test_time_budget_schedule_starts_after_the_first_step(small_corpus: Path, one_thread: None) -> None:
+class FakeTime:
+    """The time module as attnlm.training.clock sees it: perf_counter() reads `now`, which only the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """The training clock's time source, replaced: the budget arithmetic is checked to the exact number."""
+    fake = FakeTime()
+    monkeypatch.setattr(clock_module, "time", fake)
+    return fake
+
+
+def test_time_budget_schedule_starts_after_the_first_step(small_corpus: Path, one_thread: None,
+                                                          fake_time: FakeTime) -> None:
     """The first step (torch.compile's, with train.compile) does not eat into the schedule."""
     cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", "train.max_time=1000", "log.tensorboard=false"])
-    trainer = Trainer(cfg, Console(quiet=True))
+    trainer = Trainer(cfg, Console(quiet=True))  # the session starts at 0
     clock = trainer.clock
-    clock.started = time.perf_counter() - 100  # as if set-up and compile had taken 100 s
+    fake_time.now = 100.0  # as if set-up had taken 100 s
     assert clock.progress() == 0.0
+
+    def compile_takes_30_s(module: object, args: object) -> None:
+        fake_time.now += 30.0
+
+    hook = trainer.model.register_forward_pre_hook(compile_takes_30_s)
     trainer.step()
-    startup = trainer.state.startup
-    assert startup >= 100
-    assert clock.progress() == pytest.approx(0.0, abs=0.01)
-    # 450 s later, half of the 900 s left after start-up is used.
-    clock.started -= 450
-    assert clock.progress() == pytest.approx(450 / (1000 - startup), abs=0.01)
+    hook.remove()
+    assert trainer.state.startup == 130.0  # set-up and the whole first step
+    assert clock.progress() == 0.0
+    # 450 s later: 450 of the 870 s left after start-up are used (no step timed yet, so nothing is reserved).
+    fake_time.now += 450.0
+    assert clock.reserve() == 0.0
+    assert clock.progress() == 450 / 870
 
 
 def test_muon_takes_the_blocks_matrices_and_the_schedule_scales_both_optimizers(small_corpus: Path,
@@ -139,33 +164,31 @@ def test_the_time_budget_keeps_room_for_one_more_step_and_the_final_evaluation()
 
 
 def test_fit_epochs_sizes_the_epochs_to_the_budget_and_a_resume_keeps_them(small_corpus: Path, tmp_path: Path,
-                                                                            one_thread: None) -> None:
+                                                                            one_thread: None, fake_time: FakeTime) -> None:
     """train.fit_epochs: after the first timed steps the epochs shrink so that all of them and their ends fit
     max_time (again after each epoch, with its end's real cost); the length goes into the checkpoint, and a
     resumed run keeps it. train.steps_per_epoch stays the upper bound."""
     cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", "train.max_time=100", "train.epochs=4",
                                             "train.steps_per_epoch=1000", "train.fit_epochs=true",
                                             "log.tensorboard=false"])
-    trainer = Trainer(cfg, Console(quiet=True))
+    trainer = Trainer(cfg, Console(quiet=True))  # the session starts at 0
     trainer.run_dir = tmp_path
     st, clock = trainer.state, trainer.clock
     assert not trainer.fit_epochs_to_budget()  # nothing timed yet
     for _ in range(11):
         trainer.step()
     st.step = st.step_in_epoch = 11
-    clock.started -= 10.0  # as if the steps had taken a second each
+    fake_time.now = 10.0  # as if the steps had taken a second each
     clock.step_seconds, clock.eval_steps = 1.0, 2.0  # and an evaluation two steps' time
     assert trainer.fit_epochs_to_budget()
-    # 100 s - (10 s + the real time so far) - 4 epoch ends x 2 s - one step's margin: ~81 steps, (11 + 81) / 4.
-    expected = (11 + (100 - clock.session() - 8) - 1) / 4
-    assert abs(trainer.steps_per_epoch - expected) <= 1 and trainer.total_steps == 4 * trainer.steps_per_epoch
+    # 100 s - 10 s - 4 epoch ends x 2 s - one step's margin = 81 steps left: (11 + 81) // 4 per epoch.
+    assert trainer.steps_per_epoch == 23 and trainer.total_steps == 4 * 23
     clock.epoch_end_seconds = 6.0  # an epoch's end took longer than estimated: the next fit shortens the epochs
-    before = trainer.steps_per_epoch
-    assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch < before
+    assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == (11 + (100 - 10 - 4 * 6) - 1) // 4 == 19
     (tmp_path / "checkpoints").mkdir()
     trainer.save()
     resumed = Trainer(cfg, Console(quiet=True), resume=load_checkpoint(tmp_path / "checkpoints" / "last.pt"))
-    assert resumed.steps_per_epoch == trainer.steps_per_epoch
-    clock.started += 10.0
+    assert resumed.steps_per_epoch == 19
+    fake_time.now = 0.0
     clock.step_seconds, clock.epoch_end_seconds = 1e-3, 1e-3  # a fast machine: the configured length fits
     assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == 1000

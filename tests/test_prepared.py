@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,18 +51,25 @@ def test_the_cache_is_reused_and_rebuilt_when_a_source_changes(tmp_path: Path) -
 
 def test_a_killed_preparation_leaves_no_usable_cache(tmp_path: Path) -> None:
     path, cache = tmp_path / "big.txt", tmp_path / "cache"
-    path.write_text("All the world's a stage, and all the men and women merely players.\n" * 120_000)  # 8 MB
-    # Tiny chunks make the preparation take long enough to be caught half-way through its second pass.
-    code = f"from attnlm.data import prepare_sources; prepare_sources({str(path)!r}, 0.1, cache_dir={str(cache)!r}, " \
-           "chunk_bytes=256)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while not any(p.stat().st_size for p in cache.glob(".tmp-*/train.bin")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the preparation ended before it was caught"
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert entries(cache) == [] and list(cache.glob(".tmp-*"))  # only the half-written temporary folder
+    path.write_text("All the world's a stage, and all the men and women merely players.\n" * 12_000)  # 800 KB
+    # Killed (SIGKILL, from inside, so always at the same point) half-way through the second pass: right after the
+    # write that takes train.bin past 64 KiB of its ~730 KB.
+    code = ("import importlib, os, signal\n"
+            "from attnlm.data import prepare_sources\n"
+            "split = importlib.import_module('attnlm.data.prepare')._Split\n"
+            "write = split.write\n"
+            "def write_then_die(self, ids):\n"
+            "    write(self, ids)\n"
+            "    if self.file.name.endswith('train.bin') and self.written >= 64 * 1024:\n"
+            "        self.file.flush()\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "split.write = write_then_die\n"
+            f"prepare_sources({str(path)!r}, 0.1, cache_dir={str(cache)!r}, chunk_bytes=4096)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    half = list(cache.glob(".tmp-*/train.bin"))
+    assert len(half) == 1 and entries(cache) == [], (half, entries(cache))  # only the half-written temporary folder
+    assert 64 * 1024 <= half[0].stat().st_size < 64 * 1024 + 4096  # one chunk past the mark, far from the ~730 KB
     done = prepare_sources(path, 0.1, cache_dir=cache)
     assert done.fresh and read_meta(done.folder) is not None and not list(cache.glob(".tmp-*"))
     assert done.meta["characters"] == len(path.read_text())

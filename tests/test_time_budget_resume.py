@@ -24,7 +24,9 @@ def test_a_run_ended_by_its_time_budget_is_finished_and_a_raised_budget_continue
     run = tmp_path / "budget"
     state = last_state(run)
     assert state["spent_budget"] == 1.5
-    assert 0 < state["elapsed"] < 1.5 + 10  # the training time is saved, not only that of earlier processes
+    # The training time is saved, not only that of earlier processes. Real time is the point of this run (a real
+    # 1.5 s budget through the CLI): the bound is generous, as a loaded machine may overrun by a step or an evaluation.
+    assert 0 < state["elapsed"] < 1.5 + 10
     summary = (run / "summary.json").read_bytes()
 
     again = run_cli("train", "--resume", str(run), timeout=120)
