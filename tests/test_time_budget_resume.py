@@ -10,7 +10,7 @@ from run_helpers import run_cli, train_args
 
 from attnlm.store.checkpoint import load_checkpoint
 
-BUDGET = ["--set", "train.epochs=100", "--set", "log.tensorboard=false", "--set", "log.sample_chars=0"]
+BUDGET = ["--set", "train.epochs=100000", "--set", "log.tensorboard=false", "--set", "log.sample_chars=0"]
 
 
 def last_state(run: Path) -> dict:
