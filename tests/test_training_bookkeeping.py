@@ -244,16 +244,16 @@ def test_max_time_stops_at_the_step_boundary_where_the_clock_runs_out_and_closes
 
 def test_real_max_time_budget_ends_a_cli_run_cleanly_long_before_its_epochs(tmp_path: Path,
                                                                             small_corpus: Path) -> None:
-    """A 1.5-second budget on a run of 100 epochs x 30 steps: the run ends by time with exit 0, its last
+    """A 1.5-second budget on a run of 100,000 epochs x 30 steps: the run ends by time with exit 0, its last
     (partial) epoch evaluated, last.pt and summary.json written."""
-    result = run_cli(*train_args(small_corpus, tmp_path, "budget", "--set", "train.epochs=100", "--set",
-                                 "train.max_time=1.5", "--set", "log.tensorboard=false", "--set", "log.sample_chars=0"),
+    result = run_cli(*train_args(small_corpus, tmp_path, "budget", "--set", "train.epochs=100000",
+                                 "--set", "train.max_time=1.5", "--set", "log.tensorboard=false", "--set", "log.sample_chars=0"),
                      timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "budget"
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     rows = epoch_rows(run)
-    assert 0 < summary["steps"] < 100 * 30
+    assert 0 < summary["steps"] < 100_000 * 30
     # Real time is the point of this test (the exact stop is test_max_time_stops_at_the_step_boundary_...'s, on a
     # replaced clock): generous, as a loaded machine may overrun the budget by a step or an evaluation.
     assert summary["seconds"] < 1.5 + 10
