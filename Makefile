@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/shakespeare.yaml
 CORPUS := data/shakespeare.txt
 
-.PHONY: install data train sample tensorboard test lint bench clean
+.PHONY: install data train sample tensorboard test lint bench mutate clean
 
 $(BIN)/attnlm: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,5 +49,14 @@ $(BENCH_CORPUS):
 bench: install $(BENCH_CORPUS)
 	$(BIN)/python scripts/bench.py all --data $(BENCH_CORPUS)
 
+# Mutation testing with mutmut (docs/mutation.md): slow, so not part of `make test`. It mutates the modules in
+# pyproject.toml's [tool.mutmut] only_mutate, or only those in MODULES, e.g.
+# `make mutate MODULES="attnlm/lm/generate.py attnlm/checks.py"`; prints the kill rate per module and writes the
+# mutants the tests did not kill, with their diffs, to mutants-surviving.txt.
+MODULES ?=
+
+mutate: install data
+	$(BIN)/python scripts/mutation_report.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache mutants mutants-surviving.txt
