@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from attnlm.errors import NumericalError, UserError
+from attnlm.errors import ArgumentTypeError, ArgumentValueError, NumericalError, UserError
 from attnlm.version import __version__
 
-__all__ = ["Evaluation", "Model", "NumericalError", "Run", "UserError", "__version__", "load", "resume", "train"]
+__all__ = ["ArgumentTypeError", "ArgumentValueError", "Evaluation", "Model", "NumericalError", "Run", "UserError",
+           "__version__", "load", "resume", "train"]
 
 _API = {"train", "resume", "load", "Run", "Model", "Evaluation"}
 

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from attnlm import disk
 from attnlm.checks import SamplingOptions
-from attnlm.config import SECTIONS, load_config
+from attnlm.config import SECTIONS, check_overrides, load_config
 from attnlm.errors import MachineError, NumericalError, UserError
 from attnlm.terminal import PipeClosed, guard_streams
 from attnlm.version import __version__
@@ -85,9 +85,11 @@ TRAIN_EPILOG = ("Config keys (in a YAML file as section: {key: value}, or --set 
 
 def _check_config_first(config: Path | None, overrides: list[str], resume: Path | None, name: str | None) -> None:
     """A mistake in a new run's config is reported before torch is imported (~3 s on a slow CPU). Under
-    torchrun the ranks must agree on errors first (distributed.agree), so there it waits for the trainer."""
+    torchrun the ranks must agree on errors first (distributed.agree), so there it waits for the trainer.
+    A malformed or unknown --set is named as the option here in every case: the API would call it `overrides`."""
+    check_overrides(overrides, "--set")
     if config is not None and resume is None and os.environ.get("WORLD_SIZE", "1") == "1":
-        load_config(config, [*overrides, f"log.name={name}"] if name else overrides)
+        load_config(config, [*overrides, f"log.name={name}"] if name else overrides, name="--set")
 
 
 @app.command(cls=Command, epilog=TRAIN_EPILOG)

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from attnlm.errors import UserError
+from attnlm.errors import ArgumentTypeError, ArgumentValueError, UserError, clipped, got
 
 
 def _f(default: Any, doc: str) -> Any:
@@ -158,10 +159,15 @@ def _allows_list(cls: type, name: str) -> bool:
 
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+# torch takes seeds as unsigned 64-bit numbers; a negative one would be wrapped round to a large one, so it is
+# refused rather than silently meaning another seed.
+MAX_SEED = 2**64 - 1
 
 
 def check_device_name(name: str, what: str) -> None:
     """A device name is auto, cpu, cuda, cuda:N or mps (whether this machine has it is device.py's question)."""
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"{what} must be a device name ({DEVICES}), got {got(name)}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name):
         hint = " (a GPU is cuda on NVIDIA, mps on a Mac)" if "gpu" in name.lower() else \
             _suggest(name, ("auto", "cpu", "cuda", "mps"))
@@ -238,7 +244,12 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:  # a name longer than the file system allows, a loop of links
+        raise UserError(f"cannot read config {path} ({e.strerror}); pass an existing file, e.g. configs/tiny.yaml") \
+            from None
+    if not found:
         raise UserError(f"config file not found: {path} (pass an existing file, e.g. configs/tiny.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -257,10 +268,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """`section.key=value` with the value read as a YAML scalar."""
+def _example(name: str) -> str:
+    """An override as the caller writes one: an option at the CLI, a list in Python."""
+    return f"{name} train.lr=3e-4" if name.startswith("--") else f"{name}=['train.lr=3e-4']"
+
+
+def parse_override(text: str, name: str = "overrides") -> tuple[str, str, Any]:
+    """`section.key=value` with the value read as a YAML scalar; `name` is the argument as the caller wrote
+    it (`overrides` in Python, `--set` at the CLI)."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise UserError(f"--set expects section.key=value, got '{text}' (e.g. --set train.lr=3e-4)")
+        raise ArgumentValueError(f"{name} expects section.key=value, got '{text}' (e.g. {_example(name)})")
     lhs, rhs = text.split("=", 1)
     section, key = lhs.strip().split(".", 1)
     try:
@@ -272,10 +289,44 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+def check_overrides(overrides: typing.Sequence[str], name: str = "overrides") -> list[str]:
+    """The overrides as a list, each a known `section.key=value` of the right type, or the error that names
+    `name` as the caller wrote it: `overrides` in Python, `--set` at the CLI. Checked on their own (against the
+    defaults, not yet validated together) so that a run being resumed hears of a typo in the caller's words
+    before its checkpoint is read."""
+    if isinstance(overrides, (str, bytes)):
+        raise ArgumentTypeError(f"{name} must be a list of 'section.key=value' strings, got one string "
+                                f"{clipped(overrides)}; wrap it in a list: {name}=[{clipped(overrides)}]")
+    if isinstance(overrides, typing.Mapping):
+        raise ArgumentTypeError(f"{name} must be a list of 'section.key=value' strings, got a mapping; write "
+                                f"{name}=['train.epochs=2'], or give the mapping of sections as the config "
+                                "({'train': {'epochs': 2}})")
+    if not isinstance(overrides, typing.Sequence):
+        raise ArgumentTypeError(f"{name} must be a list of 'section.key=value' strings, got {got(overrides)}; "
+                                f"e.g. {_example(name)}")
+    scratch = Config()
+    for i, text in enumerate(overrides):
+        if not isinstance(text, str):
+            raise ArgumentTypeError(f"{name}[{i}] must be a 'section.key=value' string, got {got(text)}; "
+                                    f"e.g. {_example(name)}")
+        _apply(scratch, *parse_override(text, name), name)
+    return list(overrides)
+
+
+def _check_source(source: object, name: str) -> None:
+    if not isinstance(source, (str, os.PathLike, typing.Mapping, Config)):
+        raise ArgumentTypeError(f"{name} must be a YAML path, a mapping of sections or a Config, got {got(source)}")
+
+
 def load_config(source: str | Path | typing.Mapping[str, Any] | None, overrides: typing.Sequence[str] = (),
-                base: Config | None = None) -> Config:
-    """Merge defaults (or `base`), the YAML file (or a mapping of the same sections) and `--set` overrides,
-    then validate."""
+                base: Config | None = None, *, name: str = "overrides") -> Config:
+    """Merge defaults (or `base`), the YAML file (or a mapping of the same sections) and the `section.key=value`
+    overrides (`name`: how the caller spells them, `overrides` or `--set`), then validate."""
+    overrides = check_overrides(overrides, name)
+    if source is not None:
+        _check_source(source, "source")
+    if isinstance(source, Config):
+        raise ArgumentTypeError("source is a Config; pass it as base=, or use config_from_source")
     cfg = copy.deepcopy(base) if base is not None else Config()
     if isinstance(source, typing.Mapping):
         _apply_sections(cfg, source, "the config mapping")
@@ -285,8 +336,8 @@ def load_config(source: str | Path | typing.Mapping[str, Any] | None, overrides:
         if cfg.log.name is None:
             cfg.log.name = path.stem
     for text in overrides:
-        section, key, value = parse_override(text)
-        _apply(cfg, section, key, value, "--set")
+        section, key, value = parse_override(text, name)
+        _apply(cfg, section, key, value, name)
     if cfg.log.name is None:
         cfg.log.name = "run"
     validate(cfg)
@@ -309,11 +360,10 @@ ConfigSource = str | Path | typing.Mapping[str, Any] | Config
 
 def config_from_source(config: ConfigSource, overrides: typing.Sequence[str] = ()) -> Config:
     """A config from any ConfigSource, with `section.key=value` overrides applied on top."""
+    _check_source(config, "config")
     if isinstance(config, Config):
         return load_config(None, overrides, base=config)
-    if isinstance(config, (str, Path, typing.Mapping)):
-        return load_config(config, overrides)
-    raise UserError(f"config must be a YAML path, a mapping of sections or a Config, got {type(config).__name__}")
+    return load_config(config, overrides)
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -371,6 +421,8 @@ def validate(cfg: Config) -> None:
     need(m.pos != "rope" or head % 2 == 0,
          f"rotary positions need an even head size, got n_embd/n_head = {head}; change n_embd or n_head")
     check_device_name(t.device, "config key 'train.device'")
+    need(0 <= t.seed <= MAX_SEED, f"config key 'train.seed' must be from 0 to 2**64 - 1 (the seeds torch takes), "
+                                  f"got {t.seed}")
     need(bool(cfg.log.name) and not set("/\\") & set(cfg.log.name) and cfg.log.name not in (".", ".."),
          f"log.name must be a plain folder name, got '{cfg.log.name}'")
 

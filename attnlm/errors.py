@@ -9,9 +9,31 @@ class UserError(Exception):
     """
 
 
-class UnknownCharacters(UserError):
+class ArgumentTypeError(UserError, TypeError):
+    """An argument of the wrong type (a string where a count belongs, one string where a list of overrides
+    belongs). A TypeError too, so Python code that catches the built-in kind catches it; the message names the
+    argument as the caller wrote it (`max_new_tokens` in Python, `--max-new-tokens` at the CLI)."""
+
+
+class ArgumentValueError(UserError, ValueError):
+    """An argument of the right type outside its range (a negative count, a layer the model lacks, a seed torch
+    cannot take). A ValueError too; named like ArgumentTypeError."""
+
+
+def clipped(value: object, limit: int = 60) -> str:
+    """A value as Python writes it, cut short, so an argument error stays one readable line."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def got(value: object) -> str:
+    """`'5' (str)`: the value and its type, which is what a wrong type needs to be seen."""
+    return f"{clipped(value)} ({type(value).__name__})"
+
+
+class UnknownCharacters(UserError, ValueError):
     """Text with characters outside a model's vocabulary; `missing` lists them, so a caller that knows where the
-    text came from can say so."""
+    text came from can say so. A ValueError too: the text is a value the model cannot read."""
 
     def __init__(self, message: str, missing: list[str]) -> None:
         super().__init__(message)

@@ -87,7 +87,7 @@ def test_errors_are_the_clis_one_line_user_errors(trained_run: tuple[Path, objec
     model = attnlm.load(run_dir)
     with pytest.raises(attnlm.UserError, match="the prompt has characters the model never saw: '€'"):
         model.generate("€uro")
-    with pytest.raises(attnlm.UserError, match="--text has 40 characters"):
+    with pytest.raises(attnlm.UserError, match="^text has 40 characters"):
         model.attention("x" * 40)
     with pytest.raises(attnlm.UserError, match="config must be a YAML path"):
         attnlm.train(42)  # type: ignore[arg-type]

@@ -55,7 +55,8 @@ def test_data_path_takes_a_list(tmp_path: Path) -> None:
         ("model:\n  pos: sinusoid\n", [], "'model.pos' must be one of learned, rope"),
         ("model: [1, 2]\n", [], "section 'model'.*must be a mapping"),
         ("model:\n  n_layer: 2\n   bad: indent\n", [], r"YAML syntax error in .* at line 3, column"),
-        ("", ["train.batch_size"], "--set expects section.key=value"),
+        ("", ["train.batch_size"],
+         r"^overrides expects section.key=value, got 'train.batch_size' \(e.g. overrides=\['train.lr=3e-4'\]\)"),
         ("", ["train.epochz=3"], "did you mean 'epochs'"),
     ],
 )

@@ -244,16 +244,16 @@ def test_generation_without_filters_is_not_greedy() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"temperature": 0.0}, r"--temperature must be > 0, got 0\.0"),
-    ({"temperature": -0.5}, r"--temperature must be > 0, got -0\.5"),
-    ({"temperature": math.nan}, r"--temperature must be > 0, got nan"),
-    ({"temperature": math.inf}, r"--temperature must be > 0, got inf"),
-    ({"top_k": 0}, r"--top-k must be at least 1, got 0"),
-    ({"top_k": -3}, r"--top-k must be at least 1, got -3"),
-    ({"top_p": 0.0}, r"--top-p must be in \(0, 1\], got 0\.0"),
-    ({"top_p": -0.2}, r"--top-p must be in \(0, 1\], got -0\.2"),
-    ({"top_p": 1.01}, r"--top-p must be in \(0, 1\], got 1\.01"),
-    ({"top_p": math.nan}, r"--top-p must be in \(0, 1\], got nan"),
+    ({"temperature": 0.0}, r"temperature must be > 0, got 0\.0"),
+    ({"temperature": -0.5}, r"temperature must be > 0, got -0\.5"),
+    ({"temperature": math.nan}, r"temperature must be > 0, got nan"),
+    ({"temperature": math.inf}, r"temperature must be > 0, got inf"),
+    ({"top_k": 0}, r"top_k must be at least 1, got 0"),
+    ({"top_k": -3}, r"top_k must be at least 1, got -3"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0\.0"),
+    ({"top_p": -0.2}, r"top_p must be in \(0, 1\], got -0\.2"),
+    ({"top_p": 1.01}, r"top_p must be in \(0, 1\], got 1\.01"),
+    ({"top_p": math.nan}, r"top_p must be in \(0, 1\], got nan"),
 ])
 def test_generation_refuses_options_outside_their_range(options: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

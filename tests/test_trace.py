@@ -73,9 +73,9 @@ def test_values_are_truncated_the_way_the_seed_shows_them() -> None:
 def test_user_errors_name_the_problem() -> None:
     model, vocab = tiny_model()
     cases = {
-        "--layer 2 is out of range": dict(text=TEXT, layer=2, head=0),
-        "--head 5 is out of range": dict(text=TEXT, layer=0, head=5),
-        "--text is empty": dict(text="", layer=0, head=0),
+        "^layer 2 is out of range": dict(text=TEXT, layer=2, head=0),
+        "^head 5 is out of range": dict(text=TEXT, layer=0, head=5),
+        "^text is empty": dict(text="", layer=0, head=0),
         "never saw: 'Z'": dict(text="Zoo", layer=0, head=0),
         "shorten it to at most 16": dict(text="To be, or not to be", layer=0, head=0),
     }

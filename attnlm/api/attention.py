@@ -18,6 +18,7 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
     from attnlm.inspection import attention as view
     from attnlm.inspection import graph as dot_graph
     from attnlm.inspection.attention_table import fitting_tables
+    from attnlm.inspection.trace import encode_text
     from attnlm.terminal import natural_width, print_whole
 
     if mean and head is not None:
@@ -30,10 +31,11 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         check_png("--heatmap", heatmap)
     model = load_for_inspection(run, checkpoint, config, overrides, device)
     source, cfg = model.source, model.config.model
-    check_index("layer", layer, cfg.n_layer)
+    check_index("--layer", layer, cfg.n_layer, "layer")
     head = None if mean else (head or 0)
     if head is not None:
-        check_index("head", head, cfg.n_head)
+        check_index("--head", head, cfg.n_head, "head")
+    encode_text(text, model.vocab, cfg.block_size, "--text")  # in the CLI's words: Model.attention names `text`
     weights = list(model.attention(text))  # per layer (H, T, T)
     matrix = view.select(weights, layer, head)  # (T, T)
     groups = view.word_groups(text) if words else view.char_groups(text)

@@ -16,7 +16,7 @@ from attnlm.errors import UserError
 def data_prepare(*, sources: list[str], config: Path | None, overrides: list[str], out: Path | None,
                  console: Console) -> None:
     """Prepare sources (or a config's data.path) as training would, into the cache or into `out`."""
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, name="--set")
     d = cfg.data
     spec = sources or d.path
     if not sources and config is None:

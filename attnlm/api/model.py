@@ -1,6 +1,9 @@
 """A trained model in Python: load one (a run folder, a checkpoint, an export), sample from it, evaluate it and
 look at its attention; or a fresh, untrained one from a config. Every command that reads a model gets it here.
 
+Every method checks its arguments first (attnlm.checks): a wrong type is an ArgumentTypeError (a TypeError), a
+value out of range an ArgumentValueError (a ValueError), both attnlm.UserError naming the argument.
+
     model = attnlm.load("runs/tiny")
     print(model.generate("ROMEO:", max_new_tokens=100, seed=0))
     model.attention("To be, or not")  # (n_layer, n_head, T, T)
@@ -15,13 +18,13 @@ from typing import Any
 
 import torch
 
-from attnlm.checks import SamplingOptions, check_sampling
-from attnlm.config import Config, ConfigSource, config_from_source
+from attnlm.api.arguments import check_config, check_data, check_device
+from attnlm.checks import SamplingOptions, check_path, check_sampling, check_seed, check_text, need_bool, need_str
+from attnlm.config import Config, ConfigSource, check_device_name, check_overrides, config_from_source
 from attnlm.data import EvalPlan, Vocab, load_corpus
 from attnlm.data.sources import Spec
 from attnlm.data.vocab import check_known
-from attnlm.device import resolve_device
-from attnlm.errors import UserError
+from attnlm.errors import ArgumentTypeError, ArgumentValueError, UserError, got
 from attnlm.lm.evaluation import eval_result, evaluate
 from attnlm.lm.generate import generate
 from attnlm.lm.model import AttnLM
@@ -62,6 +65,9 @@ class Model:
         """A fresh model initialised from train.seed, its vocabulary read from the config's data."""
         from attnlm.training.build import build
 
+        check_config(config)
+        overrides = check_overrides(overrides)
+        check_device_name(device, "device")  # here, or it would be named as the override it becomes
         cfg = config_from_source(config, [*overrides, f"train.device={device}"])
         built = build(cfg)
         return cls(built.model.eval(), built.corpus.vocab, cfg, f"an untrained model (seed {cfg.train.seed})")
@@ -69,6 +75,9 @@ class Model:
     def encode(self, text: str, subject: str = "text",
                fix: str = "use only characters from its training text") -> torch.Tensor:
         """`text` as ids (T,), refusing characters the model never saw."""
+        check_text("text", text)
+        need_str("subject", subject)
+        need_str("fix", fix)
         check_known(text, self.vocab, subject, fix)
         return self.vocab.encode(text)
 
@@ -79,9 +88,22 @@ class Model:
         """Continue `prompt` by `max_new_tokens` sampled characters and return them (without the prompt).
         An empty prompt starts after a newline (or the vocabulary's first character). The same seed gives the
         same text; `on_text` receives each character as it is drawn. A `generator` (instead of `seed`) lets
-        several calls continue one random stream."""
-        opts = SamplingOptions(temperature, top_k, top_p)
-        check_sampling(opts, max_new_tokens)
+        several calls continue one random stream. `max_new_tokens` is at most attnlm.checks.MAX_NEW_TOKENS
+        (a million); `seed` is an int from 0 to 2**64 - 1."""
+        check_text("prompt", prompt)
+        opts, max_new_tokens = check_sampling(SamplingOptions(temperature, top_k, top_p), max_new_tokens)
+        if seed is not None:
+            seed = check_seed("seed", seed)
+        need_bool("use_cache", use_cache)
+        if on_text is not None and not callable(on_text):
+            raise ArgumentTypeError(f"on_text must be a function taking each new character, or None, got "
+                                    f"{got(on_text)}")
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise ArgumentTypeError(f"generator must be a torch.Generator or None, got {got(generator)}")
+            if seed is not None:
+                raise ArgumentValueError("give seed (a fresh random stream) or generator (one that continues), "
+                                         "not both")
         start = prompt or default_prompt(self.vocab.chars)
         ids = self.encode(start, "the prompt", "remove them or train on text that has them")
         if generator is None:
@@ -96,6 +118,13 @@ class Model:
         folders, globs or a list of them, encoded with the model's vocabulary), or else over the validation
         split of the data the model was trained on. Every prediction counts once; like training, more than
         train.eval_chars of them are evaluated on a fixed, evenly spaced subset of windows unless `full`."""
+        if text is not None:
+            check_text("text", text)
+        if data is not None:
+            data = check_data(data)
+            if text is not None:
+                raise ArgumentValueError("give text (a string to evaluate) or data (files to read), not both")
+        need_bool("full", full)
         d, block_size = self.config.data, self.config.model.block_size
         if text is not None:
             ids = self.vocab.encode(text)
@@ -120,7 +149,7 @@ class Model:
         from attnlm.inspection.attention import attention_weights
         from attnlm.inspection.trace import encode_text
 
-        ids = encode_text(text, self.vocab, self.config.model.block_size)
+        ids = encode_text(check_text("text", text), self.vocab, self.config.model.block_size)
         return torch.stack(attention_weights(self.module, ids))
 
     def trace(self, text: str, layer: int = 0, head: int = 0) -> Any:
@@ -129,7 +158,7 @@ class Model:
         descriptions, `.top` the likeliest next characters."""
         from attnlm.inspection.trace import run_trace
 
-        return run_trace(self.module, self.vocab, text, layer, head)
+        return run_trace(self.module, self.vocab, check_text("text", text), layer, head)
 
 
 def default_prompt(chars: str) -> str:
@@ -141,7 +170,8 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> 
     the newest run under runs/ when `path` is None."""
     from attnlm.store.exported import is_export
 
-    path = Path(path) if path is not None else None
+    path = check_path("path", path) if path is not None else None
+    device = check_device(device)
     if path is not None and path.is_dir() and not (path / "checkpoints").is_dir() and not is_export(path):
         raise UserError(f"{path} is neither a run folder (no checkpoints/), an export (attnlm export) nor a "
                         "checkpoint file; pass a run folder, an export folder or a .pt file")
@@ -149,7 +179,6 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> 
         checkpoint = resolve_checkpoint(str(path) if path is not None else None, None)
     else:
         checkpoint = path
-    device = resolve_device(device, "device") if isinstance(device, str) else device
     module, vocab, cfg, _ = load_model(checkpoint, device)
     return Model(module, vocab, cfg, str(checkpoint))
 
@@ -160,6 +189,7 @@ def load_for_inspection(run: str | None, checkpoint: str | None, config: Path | 
     from the config's data file."""
     from attnlm.device import resolve_device
 
+    check_overrides(overrides, "--set")  # here, or Model.untrained would name them as Python's `overrides`
     device = resolve_device(device_name, "--device")  # a typo or a missing GPU is named as the option
     if config is not None:
         if run or checkpoint:

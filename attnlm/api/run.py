@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from attnlm import distributed
+from attnlm.api.arguments import check_choice, check_resuming, check_training
 from attnlm.api.model import Model, load
 from attnlm.config import Config, ConfigSource, config_from_dict, config_from_source, load_config, model_differences
 from attnlm.errors import UserError
@@ -49,6 +50,7 @@ class Run:
 
     def load(self, which: str = "best", device: str = "cpu") -> Model:
         """The model of this run's best.pt (or `which="last"`)."""
+        check_choice("which", which, ("best", "last"))
         return load(self.dir / "checkpoints" / f"{which}.pt", device=device)
 
 
@@ -60,6 +62,8 @@ def train(config: ConfigSource, overrides: Sequence[str] = (), *, name: str | No
     Ctrl-C (or a notebook's interrupt) stops at the next step boundary, writes last.pt and returns the Run
     with exit_code 130; `run.resume()` continues it exactly.
     """
+    overrides = check_training(config, overrides, name=name, overwrite=overwrite, console=console,
+                               exit_on_second_interrupt=exit_on_second_interrupt)
     overrides = [*overrides, f"log.name={name}"] if name else list(overrides)
 
     def setup(is_main: bool, console: Console) -> tuple[Any, Path | None, int | None]:
@@ -84,6 +88,8 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, config: str | 
            console: Console | None = None, exit_on_second_interrupt: bool = False) -> Run:
     """Continue a run folder from its checkpoints/last.pt, exactly where it stopped. The checkpoint's config
     applies unless `config` is given; `overrides` change it (the model section must stay the same)."""
+    overrides = check_resuming(run_dir, overrides, config=config, console=console,
+                               exit_on_second_interrupt=exit_on_second_interrupt)
     run_dir = Path(run_dir)
 
     def setup(is_main: bool, console: Console) -> tuple[Any, Path, int | None]:

@@ -9,7 +9,7 @@ from attnlm.checks import SamplingOptions, check_request
 
 def sample(*, run: str | None, checkpoint: str | None, prompt: str | None, max_new_tokens: int,
            opts: SamplingOptions, num_samples: int, seed: int, device_name: str, use_cache: bool = True) -> None:
-    check_request(opts, max_new_tokens, num_samples, prompt, device_name)  # before torch loads: a typo costs nothing
+    check_request(opts, max_new_tokens, num_samples, prompt, device_name, seed)  # before torch: a typo costs nothing
     import torch
 
     from attnlm.api.model import default_prompt, load

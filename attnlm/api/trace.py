@@ -11,7 +11,13 @@ from attnlm.api.model import load_for_inspection
 
 def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
           layer: int, head: int, device: str, console: Console) -> None:
-    from attnlm.inspection.trace import render
+    from attnlm.checks import check_index
+    from attnlm.inspection.trace import encode_text, render
 
     model = load_for_inspection(run, checkpoint, config, overrides, device)
+    cfg = model.config.model
+    # In the CLI's words first: Model.trace names them as Python's arguments.
+    check_index("--layer", layer, cfg.n_layer, "layer")
+    check_index("--head", head, cfg.n_head, "head")
+    encode_text(text, model.vocab, cfg.block_size, "--text")
     render(model.trace(text, layer, head), console, model.source)

@@ -74,10 +74,11 @@ def shape(*dims: int) -> str:
     return " x ".join(str(d) for d in dims)
 
 
-def encode_text(text: str, vocab: Vocab, block_size: int) -> torch.Tensor:
-    """--text as ids (T,), refusing what the model cannot read."""
-    return encode_checked(text, vocab, "--text", block_size,
-                          empty_hint='give at least one character, e.g. --text "To be, or not"')
+def encode_text(text: str, vocab: Vocab, block_size: int, name: str = "text") -> torch.Tensor:
+    """The text to look at as ids (T,), refusing what the model cannot read; `name` is the argument as the
+    caller wrote it (`text` in Python, `--text` at the CLI)."""
+    example = f'{name} "To be, or not"' if name.startswith("--") else f"{name}='To be, or not'"
+    return encode_checked(text, vocab, name, block_size, empty_hint=f"give at least one character, e.g. {example}")
 
 
 @torch.no_grad()
@@ -110,8 +111,8 @@ def capture(model: AttnLM, idx: torch.Tensor, layer: int) -> dict[str, torch.Ten
 @torch.no_grad()
 def run_trace(model: AttnLM, vocab: Vocab, text: str, layer: int = 0, head: int = 0) -> Trace:
     cfg = model.cfg
-    check_index("layer", layer, cfg.n_layer)
-    check_index("head", head, cfg.n_head)
+    layer = check_index("layer", layer, cfg.n_layer, "layer")
+    head = check_index("head", head, cfg.n_head, "head")
     device = next(model.parameters()).device
     idx = encode_text(text, vocab, cfg.block_size).to(device)[None]  # (1, T)
     T, C, H, V = idx.shape[1], cfg.n_embd, cfg.n_head, vocab.size

@@ -15,7 +15,11 @@ from attnlm.lm.model import AttnLM
 
 def next_token_probs(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
     """logits (V,) -> probabilities (V,) after temperature, top-k and top-p (nucleus) filtering."""
-    logits = logits.float() / opts.temperature
+    # Shifted so the largest is 0, and in float64: then any temperature > 0 works, the smallest tending to the
+    # argmax, where float32 would round a tiny one to 0 and divide 0 by it (NaN). On the CPU, where the draw
+    # happens anyway: MPS has no float64.
+    logits = logits.cpu().double()
+    logits = (logits - logits.max()) / opts.temperature
     if opts.top_k is not None and opts.top_k < logits.numel():
         kth = torch.topk(logits, opts.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -27,7 +31,7 @@ def next_token_probs(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tenso
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
         probs = probs / probs.sum()
-    return probs
+    return probs.float()
 
 
 def context_start(n_tokens: int, anchor: int, block_size: int) -> int:
