@@ -12,7 +12,7 @@ from rich.console import Console
 from attnlm import distributed
 from attnlm.api.arguments import check_choice, check_resuming, check_training
 from attnlm.api.model import Model, load
-from attnlm.config import Config, ConfigSource, config_from_dict, config_from_source, load_config, model_differences
+from attnlm.config import Config, ConfigSource, config_from_source
 from attnlm.errors import UserError
 from attnlm.store.checkpoint import load_checkpoint
 from attnlm.store.metrics import SUMMARY_FILE, read_metrics
@@ -78,7 +78,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = (), *, name: str | No
         trainer.check_room(Path(cfg.log.dir), freed=folder_bytes(replaced) if overwrite and not cfg.log.timestamp else 0)
         run_dir = new_run_dir(cfg.log.dir, cfg.log.name, cfg.log.timestamp, overwrite)
         lock = lock_run(run_dir)
-        write_run_info(trainer.cfg, run_dir)
+        write_run_info(trainer.cfg, run_dir, trainer.corpus)
         return trainer, run_dir, lock
 
     return _train(setup, console, exit_on_second_interrupt)
@@ -94,6 +94,7 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, config: str | 
 
     def setup(is_main: bool, console: Console) -> tuple[Any, Path, int | None]:
         from attnlm.training import Trainer
+        from attnlm.training.resume_check import accept_resume, resumed_config
 
         last = run_dir / "checkpoints" / "last.pt"
         if not run_dir.is_dir():
@@ -104,16 +105,9 @@ def resume(run_dir: str | Path, overrides: Sequence[str] = (), *, config: str | 
         lock = lock_run(run_dir) if is_main else None  # before reading last.pt: a live run could be rewriting it
         try:
             payload = load_checkpoint(last)
-            saved = config_from_dict(payload["config"])
-            cfg = load_config(config, overrides, base=None if config else saved)
-            diff = model_differences(cfg.model, saved.model)
-            if diff:
-                raise UserError(f"{last} was trained with a different model shape ({', '.join(diff)} "
-                                "differ); resume with the run's own config or start a new run")
-            if cfg.train.optimizer != saved.train.optimizer:  # the saved moments belong to the other optimizer
-                raise UserError(f"{last} was trained with train.optimizer={saved.train.optimizer}, not "
-                                f"{cfg.train.optimizer}; resume with the run's own optimizer or start a new run")
-            trainer = Trainer(cfg, console, resume=payload)
+            resumed = resumed_config(run_dir, payload, config, overrides, is_main=is_main)
+            trainer = Trainer(resumed.cfg, console, resume=payload)
+            accept_resume(run_dir, resumed, trainer, console, is_main=is_main)
             if is_main:
                 trainer.check_room(run_dir)
             return trainer, run_dir, lock

@@ -5,6 +5,6 @@ exported.py    the export format (`attnlm export`): what a folder holds and how 
 load.py        a model from either: a checkpoint file or an export folder
 export.py      writing an export folder from a checkpoint
 run_dir.py     run folders: made without clobbering one, locked while training, found by commands
-run_info.py    what produced a run: its config.yaml and run.json (torch, device, commit, command line)
+run_info.py    what produced a run: its config.yaml and run.json (torch, device, commit, command line, data)
 metrics.py     metrics.jsonl and summary.json: read, rewound on resume, summarised for `attnlm runs`
 """

@@ -4,6 +4,7 @@ loop.py             the Trainer: set-up, the step, epochs, interrupts
 build.py            what a config builds: corpus, model (fresh, resumed or fine-tuned), device, compiled blocks
 checkpoints.py      best.pt and last.pt: written, room checked before a run, a refused write worded
 state.py            what a checkpoint holds besides the weights, and the epoch bookkeeping
+resume_check.py     what a resume may change (edits of config.yaml, overrides) and whether the data is the run's
 clock.py            wall time, the max_time budget and fitting epochs into it
 optim.py            AdamW and Muon
 schedule.py         the learning-rate schedule
