@@ -233,14 +233,18 @@ def explore(
     checkpoint: Optional[str] = CheckpointOpt,
     port: int = typer.Option(8765, "--port", metavar="N", help="port to serve on (0: any free port)"),
     host: str = typer.Option("127.0.0.1", "--host", metavar="HOST",
-                             help="address to serve on; another than 127.0.0.1 only if you mean it"),
+                             help="address to serve on; any but 127.0.0.1 asks for a token, printed in the URL"),
     no_browser: bool = typer.Option(False, "--no-browser", help="only print the URL; do not open a browser"),
     device: str = DeviceOpt,
+    token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN", envvar="ATTNLM_EXPLORE_TOKEN",
+                                        help="ask every request for this token (default: none on 127.0.0.1, "
+                                             "a random one on any other address)"),
 ) -> None:
     """Watch attention work in your browser: attention lines, heat maps, the per-head pipeline, training."""
     from attnlm.api.explore import explore as serve
 
-    serve(run=run, checkpoint=checkpoint, host=host, port=port, open_browser=not no_browser, device=device)
+    serve(run=run, checkpoint=checkpoint, host=host, port=port, open_browser=not no_browser, device=device,
+          token=token)
 
 
 @data_app.command("shakespeare", cls=Command)

@@ -10,6 +10,7 @@ from typing import Any
 
 from attnlm.api.model import load
 from attnlm.errors import UserError
+from attnlm.explore.guard import check_token, is_loopback, is_wildcard
 from attnlm.explore.model_access import ExploredModel
 from attnlm.explore.server import ExploreServer, make_server, start
 from attnlm.store.run_dir import resolve_checkpoint
@@ -24,21 +25,29 @@ def open_explored(run: str | None, checkpoint: str | None, device: str = "cpu") 
 
 
 def start_explorer(run: str | None = None, checkpoint: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                   device: str = "cpu") -> ExploreServer:
-    """The explorer answering in a background thread (for notebooks and scripts); stop it with .shutdown()."""
-    return start(open_explored(run, checkpoint, device), host, port)
+                   device: str = "cpu", token: str | None = None) -> ExploreServer:
+    """The explorer answering in a background thread (for notebooks and scripts); stop it with .shutdown().
+    Beyond loopback it asks for a token (`token`, or a random one); server.url carries it."""
+    return start(open_explored(run, checkpoint, device), host, port, token)
 
 
 def explore(run: str | None, checkpoint: str | None, host: str, port: int, open_browser: bool, device: str,
-            print_line: Any = print) -> None:
+            print_line: Any = print, token: str | None = None) -> None:
     """The `attnlm explore` command: load, serve until Ctrl-C."""
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
+    if token is not None:
+        try:
+            check_token(token, "--token")
+        except ValueError as e:
+            raise UserError(str(e)) from None
     model = open_explored(run, checkpoint, device)
-    server = make_server(model, host, port)
+    server = make_server(model, host, port, token)
     print_line(f"attnlm explore: {model.source} at {server.url}  (Ctrl-C to stop)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print_line(f"note: serving on {host}: anyone who can reach this machine can use the page")
+    if not is_loopback(host):
+        where = "every address of this machine" if is_wildcard(host) else host
+        print_line(f"note: serving on {where}: anyone who can reach it and has the URL's token can use the page; "
+                   "open it from elsewhere with this machine's name or address in place of the one above")
     sys.stdout.flush()
     if open_browser:
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from attnlm.config import MAX_SEED
 from attnlm.errors import UserError
 from attnlm.explore.model_access import TOP_K, ExploredModel
 
@@ -30,6 +31,13 @@ def _rounded(t: torch.Tensor, decimals: int = DECIMALS) -> Any:
     return torch.round(t.double(), decimals=decimals).tolist()
 
 
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: short, and a list or object by its kind, not its contents."""
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+    return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+
+
 def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
     """One field of a request, of the given type, or a 400 naming the field."""
     if name not in request or request[name] is None:
@@ -37,7 +45,9 @@ def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) 
             raise ApiError(400, f"missing field '{name}'")
         return default
     value = request[name]
-    if kind is int and isinstance(value, str):
+    # Text as query parameters bring it; a whole number past the largest seed is no index, length or seed (and
+    # its digits would fill the message).
+    if kind is int and isinstance(value, str) and len(value.strip()) <= 20:
         try:
             value = int(value)
         except ValueError:
@@ -45,10 +55,12 @@ def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) 
     if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             value = float(value)
-        except ValueError:
-            pass
+        except (ValueError, OverflowError):  # OverflowError: an int past float's range
+            value = (math.inf if value > 0 else -math.inf) if isinstance(value, int) else value
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ApiError(400, f"field '{name}' must be {'text' if kind is str else 'a number'}, got {value!r}"[:200])
+        raise ApiError(400, f"field '{name}' must be {'text' if kind is str else 'a number'}, got {_shown(value)}")
+    if kind is int and abs(value) > MAX_SEED:
+        raise ApiError(400, f"field '{name}' is far out of range, got a number of {len(str(abs(value)))} digits")
     return value
 
 
@@ -134,6 +146,8 @@ def sample(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, f"n must be between 1 and {MAX_SAMPLE} characters, got {n}")
     if not (0 < temperature <= 10 and math.isfinite(temperature)):
         raise ApiError(400, f"temperature must be in (0, 10], got {temperature}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ApiError(400, f"seed must be between 0 and {MAX_SEED}, got {seed}")
     return {"text": text, "seed": seed, "temperature": temperature, "continuation": m.sample(text, n, seed, temperature)}
 
 
@@ -157,3 +171,15 @@ ROUTES: dict[str, Callable[[ExploredModel, dict[str, Any]], dict[str, Any]]] = {
     "/api/info": info, "/api/analyze": analyze, "/api/trace": trace, "/api/sample": sample,
     "/api/training": training, "/api/epoch": epoch,
 }
+FIELDS = {"/api/info": (), "/api/analyze": ("text",), "/api/trace": ("text", "layer", "head", "query"),
+          "/api/sample": ("text", "n", "seed", "temperature"), "/api/training": (), "/api/epoch": ("epoch",)}
+
+
+def answer(m: ExploredModel, path: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The reply of the endpoint at `path`; a field it does not take is refused by name (a mistyped
+    "temprature" would otherwise be ignored in silence)."""
+    unknown = [str(k) for k in request if k not in FIELDS[path]]
+    if unknown:
+        takes = f"it takes {', '.join(FIELDS[path])}" if FIELDS[path] else "it takes none"
+        raise ApiError(400, f"unknown field {_shown(unknown[0])} for {path}; {takes}")
+    return ROUTES[path](m, request)

@@ -39,9 +39,18 @@ function showError(message) {
 }
 
 // ----- small drawing helpers ---------------------------------------------------------------------
+// The server's Content-Security-Policy refuses style attributes (they are how injected markup would restyle
+// the page); styles set through the CSSOM are the page's own script's and allowed.
+function setAttributes(node, attrs) {
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v);
+  }
+}
+
 function el(tag, attrs = {}, parent = null, text = null) {
   const node = document.createElementNS(SVGNS, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  setAttributes(node, attrs);
   if (text !== null) node.textContent = text;
   if (parent) parent.appendChild(node);
   return node;
@@ -49,7 +58,7 @@ function el(tag, attrs = {}, parent = null, text = null) {
 
 function html(tag, attrs = {}, parent = null, text = null) {
   const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  setAttributes(node, attrs);
   if (text !== null) node.textContent = text;
   if (parent) parent.appendChild(node);
   return node;
