@@ -41,11 +41,16 @@ def cli_option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _is_bool(value: object) -> bool:
+    """True and False, and a boolean array's element (a 0-d torch bool tensor would pass as an index)."""
+    return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
 def need_int(name: str, value: object, kind: str) -> int:
     """`value` as an int, or an ArgumentTypeError saying what `name` must be (`kind`, e.g. "an int >= 0").
     Anything Python treats as an index counts (numpy and 0-d torch integers); bool does not, though Python
     counts True as 1: a flag passed as a count is a slip."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    if _is_bool(value) or not hasattr(type(value), "__index__"):
         raise ArgumentTypeError(f"{name} must be {kind}, got {got(value)}")
     try:
         return operator.index(value)
@@ -64,6 +69,11 @@ def need_number(name: str, value: object, kind: str) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def shown_number(value: object, number: float) -> str:
+    """A number as a message quotes it: as given when it is an int (cut short), else as the float it became."""
+    return clipped(value) if isinstance(value, int) else repr(number)
+
+
 def need_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ArgumentTypeError(f"{name} must be True or False, got {got(value)}")
@@ -76,15 +86,6 @@ def need_str(name: str, value: object, what: str = "a str") -> str:
     return value
 
 
-def need_int_in(name: str, value: object, low: int, high: int, fix: str = "") -> int:
-    """An int from `low` to `high` (both included)."""
-    kind = f"an int from {low:,} to {high:,}"
-    n = need_int(name, value, kind)
-    if not low <= n <= high:
-        raise ArgumentValueError(f"{name} must be {kind}, got {n:,}" + (f"; {fix}" if fix else ""))
-    return n
-
-
 def check_seed(name: str, value: object) -> int:
     """A seed torch takes: 0 to 2**64 - 1 (torch's seeds are unsigned 64-bit)."""
     kind = "an int from 0 to 2**64 - 1"
@@ -92,6 +93,14 @@ def check_seed(name: str, value: object) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise ArgumentValueError(f"{name} must be {kind} (the seeds torch takes), got {clipped(seed)}")
     return seed
+
+
+def check_port(name: str, value: object) -> int:
+    """A TCP port to serve on; 0 lets the system pick a free one."""
+    port = need_int(name, value, "an int from 0 to 65535")
+    if not 0 <= port <= 65535:
+        raise ArgumentValueError(f"{name} must be between 0 and 65535, got {clipped(port)}; 0 takes any free port")
+    return port
 
 
 def check_path(name: str, value: object) -> Path:
@@ -140,19 +149,19 @@ class SamplingOptions:
         name = spell("temperature")
         temperature = need_number(name, self.temperature, "a number > 0")
         if not (temperature > 0 and math.isfinite(temperature)):
-            raise ArgumentValueError(f"{name} must be > 0, got {self.temperature}")
+            raise ArgumentValueError(f"{name} must be > 0, got {shown_number(self.temperature, temperature)}")
         top_k = self.top_k
         if top_k is not None:
             name = spell("top_k")
             top_k = need_int(name, top_k, "an int >= 1 or None")
             if top_k < 1:
-                raise ArgumentValueError(f"{name} must be at least 1, got {top_k}")
+                raise ArgumentValueError(f"{name} must be at least 1, got {clipped(top_k)}")
         top_p = self.top_p
         if top_p is not None:
             name = spell("top_p")
             top_p = need_number(name, top_p, "a number in (0, 1] or None")
             if not 0 < top_p <= 1:
-                raise ArgumentValueError(f"{name} must be in (0, 1], got {self.top_p}")
+                raise ArgumentValueError(f"{name} must be in (0, 1], got {shown_number(self.top_p, top_p)}")
         return SamplingOptions(temperature, top_k, top_p)
 
 
@@ -164,9 +173,9 @@ def check_sampling(opts: SamplingOptions, max_new_tokens: Any,
     name = spell("max_new_tokens")
     n = need_int(name, max_new_tokens, f"an int from 0 to {MAX_NEW_TOKENS:,}")
     if n < 0:
-        raise ArgumentValueError(f"{name} must be >= 0, got {n}")
+        raise ArgumentValueError(f"{name} must be >= 0, got {clipped(n)}")
     if n > MAX_NEW_TOKENS:
-        raise ArgumentValueError(f"{name} must be at most {MAX_NEW_TOKENS:,}, got {n:,}; ask for fewer characters, "
+        raise ArgumentValueError(f"{name} must be at most {MAX_NEW_TOKENS:,}, got {clipped(n)}; ask for fewer characters, "
                                  "or continue the text in several calls")
     return opts, n
 
@@ -190,7 +199,7 @@ def check_index(name: str, value: object, count: int, unit: str, owner: str = "t
     plural = "s" if count != 1 else ""
     index = need_int(name, value, f"an int from 0 to {count - 1}" if count else "an int")
     if not 0 <= index < count:
-        raise ArgumentValueError(f"{name} {index} is out of range: {owner} has {count} {unit}{plural} "
+        raise ArgumentValueError(f"{name} {clipped(index)} is out of range: {owner} has {count} {unit}{plural} "
                                  f"(0 to {count - 1}); pick one of those")
     return index
 

@@ -88,6 +88,10 @@ def _check_config_first(config: Path | None, overrides: list[str], resume: Path 
     torchrun the ranks must agree on errors first (distributed.agree), so there it waits for the trainer.
     A malformed or unknown --set is named as the option here in every case: the API would call it `overrides`."""
     check_overrides(overrides, "--set")
+    if resume is not None:
+        from attnlm.store.run_dir import check_resumable
+
+        check_resumable(resume, "--config FILE --overwrite")
     if config is not None and resume is None and os.environ.get("WORLD_SIZE", "1") == "1":
         load_config(config, [*overrides, f"log.name={name}"] if name else overrides, name="--set")
 

@@ -171,7 +171,7 @@ def check_device_name(name: str, what: str) -> None:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name):
         hint = " (a GPU is cuda on NVIDIA, mps on a Mac)" if "gpu" in name.lower() else \
             _suggest(name, ("auto", "cpu", "cuda", "mps"))
-        raise UserError(f"{what} must be one of {DEVICES}, got '{name}'{hint}")
+        raise ArgumentValueError(f"{what} must be one of {DEVICES}, got '{name}'{hint}")
 
 
 def _field_type(cls: type, name: str) -> tuple[type, bool]:
@@ -304,12 +304,18 @@ def check_overrides(overrides: typing.Sequence[str], name: str = "overrides") ->
     if not isinstance(overrides, typing.Sequence):
         raise ArgumentTypeError(f"{name} must be a list of 'section.key=value' strings, got {got(overrides)}; "
                                 f"e.g. {_example(name)}")
-    scratch = Config()
     for i, text in enumerate(overrides):
         if not isinstance(text, str):
             raise ArgumentTypeError(f"{name}[{i}] must be a 'section.key=value' string, got {got(text)}; "
                                     f"e.g. {_example(name)}")
-        _apply(scratch, *parse_override(text, name), name)
+    scratch = Config()
+    for text in overrides:
+        try:
+            _apply(scratch, *parse_override(text, name), name)
+        except ArgumentValueError:
+            raise
+        except UserError as e:  # an unknown key or a value of the wrong kind: a bad value of this argument
+            raise ArgumentValueError(str(e)) from None
     return list(overrides)
 
 

@@ -16,6 +16,7 @@ from attnlm.config import ConfigSource, check_overrides
 from attnlm.data.sources import Spec
 from attnlm.device import resolve_device
 from attnlm.errors import ArgumentTypeError, ArgumentValueError, got
+from attnlm.store.run_dir import check_resumable
 
 
 def check_device(device: object) -> torch.device:
@@ -76,7 +77,7 @@ def check_training(config: ConfigSource, overrides: Sequence[str], *, name: str 
 def check_resuming(run_dir: object, overrides: Sequence[str], *, config: object, console: Console | None,
                    exit_on_second_interrupt: bool) -> list[str]:
     """resume()'s arguments; returns the overrides as a list."""
-    check_path("run_dir", run_dir)
+    check_resumable(check_path("run_dir", run_dir), "attnlm.train(config, overwrite=True)")
     overrides = check_overrides(overrides)
     if config is not None:
         check_path("config", config)

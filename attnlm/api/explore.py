@@ -8,8 +8,10 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
+from attnlm.api.arguments import check_device
 from attnlm.api.model import load
-from attnlm.errors import UserError
+from attnlm.checks import check_path, check_port, need_str
+from attnlm.errors import ArgumentValueError, UserError
 from attnlm.explore.guard import check_token, is_loopback, is_wildcard
 from attnlm.explore.model_access import ExploredModel
 from attnlm.explore.server import ExploreServer, make_server, start
@@ -28,14 +30,27 @@ def start_explorer(run: str | None = None, checkpoint: str | None = None, host: 
                    device: str = "cpu", token: str | None = None) -> ExploreServer:
     """The explorer answering in a background thread (for notebooks and scripts); stop it with .shutdown().
     Beyond loopback it asks for a token (`token`, or a random one); server.url carries it."""
-    return start(open_explored(run, checkpoint, device), host, port, token)
+    for name, value in (("run", run), ("checkpoint", checkpoint)):
+        if value is not None:
+            check_path(name, value)
+    if run is not None and checkpoint is not None:
+        raise ArgumentValueError("give run (a run folder) or checkpoint (a checkpoint file), not both")
+    need_str("host", host, "a host name or address, e.g. '127.0.0.1'")
+    port = check_port("port", port)
+    check_device(device)
+    if token is not None:
+        try:
+            check_token(need_str("token", token, "a str or None"), "token")
+        except ValueError as e:
+            raise ArgumentValueError(str(e)) from None
+    return start(open_explored(None if run is None else str(run), None if checkpoint is None else str(checkpoint),
+                               device), host, port, token)
 
 
 def explore(run: str | None, checkpoint: str | None, host: str, port: int, open_browser: bool, device: str,
             print_line: Any = print, token: str | None = None) -> None:
     """The `attnlm explore` command: load, serve until Ctrl-C."""
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be between 0 and 65535, got {port}")
+    check_port("--port", port)
     if token is not None:
         try:
             check_token(token, "--token")

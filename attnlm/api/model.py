@@ -118,8 +118,9 @@ class Model:
         folders, globs or a list of them, encoded with the model's vocabulary), or else over the validation
         split of the data the model was trained on. Every prediction counts once; like training, more than
         train.eval_chars of them are evaluated on a fixed, evenly spaced subset of windows unless `full`."""
-        if text is not None:
-            check_text("text", text)
+        if text is not None and len(check_text("text", text)) < 2:
+            raise ArgumentValueError(f"text is too short to evaluate ({len(text)} character"
+                                     f"{'s' * (len(text) != 1)}); give at least two")
         if data is not None:
             data = check_data(data)
             if text is not None:
@@ -176,7 +177,10 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> 
         raise UserError(f"{path} is neither a run folder (no checkpoints/), an export (attnlm export) nor a "
                         "checkpoint file; pass a run folder, an export folder or a .pt file")
     if path is None or path.is_dir() or (not path.exists() and path.suffix != ".pt"):
-        checkpoint = resolve_checkpoint(str(path) if path is not None else None, None)
+        checkpoint = resolve_checkpoint(str(path) if path is not None else None, None,
+                                        train_one="attnlm.train('configs/tiny.yaml'), or pass its path")
+    elif not path.exists():
+        raise UserError(f"checkpoint not found: {path}; pass a checkpoint file, a run folder or an export folder")
     else:
         checkpoint = path
     module, vocab, cfg, _ = load_model(checkpoint, device)

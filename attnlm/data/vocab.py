@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attnlm.errors import UnknownCharacters, UserError
+from attnlm.errors import ArgumentValueError, UnknownCharacters
 
 BMP = 1 << 16  # code points below this go through a lookup table; the rare ones above, a sorted search
 
@@ -147,9 +147,9 @@ def encode_checked(text: str, vocab: Vocab, subject: str, max_len: int | None = 
     """`text` as ids (T,) after the checks every inspection input needs: not empty, known characters and, with
     `max_len`, no longer than the model's context."""
     if not text:
-        raise UserError(f"{subject} is empty; {empty_hint}")
+        raise ArgumentValueError(f"{subject} is empty; {empty_hint}")
     check_known(text, vocab, subject, fix, never_saw)
     if max_len is not None and len(text) > max_len:
-        raise UserError(too_long or (f"{subject} has {len(text)} characters but the model's context (model.block_size) "
+        raise ArgumentValueError(too_long or (f"{subject} has {len(text)} characters but the model's context (model.block_size) "
                                      f"is {max_len}; shorten it to at most {max_len} characters"))
     return vocab.encode(text)

@@ -69,12 +69,29 @@ def list_run_dirs(root: str | Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if (p / "checkpoints").is_dir()), key=lambda p: p.stat().st_mtime)
 
 
-def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path = "runs") -> Path:
+def check_resumable(run_dir: Path, start_afresh: str) -> None:
+    """A run folder with a last.pt to resume from, checked before anything is locked or read; `start_afresh`
+    says how in the caller's words (`--config FILE --overwrite`, `attnlm.train(config, overwrite=True)`)."""
+    try:
+        found, last = run_dir.is_dir(), (run_dir / "checkpoints" / "last.pt").is_file()
+    except OSError as e:  # a name too long for the file system, a loop of links
+        raise UserError(f"cannot read run folder {run_dir} ({e.strerror}); `attnlm runs` lists the runs") from None
+    if not found:
+        raise UserError(f"run folder not found: {run_dir}; `attnlm runs` lists the runs")
+    if not last:
+        raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it was stopped before its first "
+                        f"checkpoint); start it afresh with {start_afresh}")
+
+
+def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path = "runs",
+                       train_one: str = "`attnlm train --config configs/tiny.yaml`") -> Path:
     """The checkpoint a command should read: --checkpoint (a file, or a folder `attnlm export` wrote), else
     best.pt of --run (or the export folder it names), else the newest run."""
     if checkpoint and run:
         raise UserError("give either --run or --checkpoint, not both")
     if checkpoint:
+        if not Path(checkpoint).exists():  # said here in the CLI's words; load() says it in Python's
+            raise UserError(f"checkpoint not found: {checkpoint}; pass --run DIR or --checkpoint FILE of a trained run")
         return Path(checkpoint)
     if run:
         folder = Path(run)
@@ -87,7 +104,7 @@ def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path
     else:
         runs = [p for p in list_run_dirs(root) if any((p / "checkpoints").glob("*.pt"))]
         if not runs:
-            raise UserError(f"no trained run under {root}/; train one first with `attnlm train --config configs/tiny.yaml`")
+            raise UserError(f"no trained run under {root}/; train one first with {train_one}")
         folder = runs[-1]
     for name in ("best.pt", "last.pt"):
         if (folder / "checkpoints" / name).is_file():
