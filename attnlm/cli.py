@@ -232,6 +232,23 @@ def attention(
 
 
 @app.command(cls=Command)
+def heads(
+    run: Optional[str] = RunOpt,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", metavar="best|last|FILE",
+                                             help="the run's best.pt (default) or last.pt, or a checkpoint file"),
+    as_json: bool = typer.Option(False, "--json", help='print {"L.H": {"previous_token": s, "duplicate_token": s, '
+                                                       '"induction": s}} only'),
+    epochs: bool = typer.Option(False, "--epochs", help="the scores the run recorded after each epoch, a column "
+                                                        "per epoch"),
+    device: str = DeviceOpt,
+) -> None:
+    """Score each head as a previous-token, duplicate-token and induction head, beside the untrained model."""
+    from attnlm.api.heads import heads as show_heads
+
+    show_heads(run=run, checkpoint=checkpoint, as_json=as_json, epochs=epochs, device=device, console=console)
+
+
+@app.command(cls=Command)
 def explore(
     run: Optional[str] = RunOpt,
     checkpoint: Optional[str] = CheckpointOpt,

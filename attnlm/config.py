@@ -117,6 +117,9 @@ class LogConfig:
                                       "explorer's epoch slider) and measured for the Observation column (default: "
                                       "32 characters of validation text from the start of its first full line of words)")
     attention_images: bool = _f(True, "also log probe_text's attention to TensorBoard every epoch, one image per head")
+    head_scores: bool = _f(True, "score every head as a previous-token, duplicate-token and induction head on a "
+                                 "repeated random sequence after every epoch (metrics.jsonl, TensorBoard, the "
+                                 "Observation column; `attnlm heads`)")
     print_every: int = _f(10, "steps between live loss updates on the progress bar")
 
 

@@ -4,6 +4,7 @@ attention.py        a model's attention weights on a text, grouped by word or gr
 attention_table.py  those weights as a probability table in the terminal
 graph.py            those weights as a directed graph (Graphviz source, SVG, PNG)
 attention_stats.py  what a head does, in words (the Observation column's attention half)
+heads.py            what a head does, as scores: previous-token, duplicate-token and induction heads
 trace.py            one head's data flow, stage by stage (`attnlm trace`)
 plots.py            heat maps for a PNG file or for TensorBoard
 probe.py            the probe text whose attention is recorded after every epoch

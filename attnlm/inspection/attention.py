@@ -20,16 +20,21 @@ WORD = re.compile(r"\s*(?:\w+(?:'\w+)*|\S)|\s+$")  # a word or one punctuation m
 
 
 @torch.no_grad()
-def attention_weights(model: AttnLM, idx: torch.Tensor) -> list[torch.Tensor]:
-    """Every layer's attention on idx (T,): a list of (H, T, T), rows = queries, columns = keys."""
+def logits_and_attention(model: AttnLM, idx: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The logits (T, V) and every layer's attention (H, T, T) on idx (T,), in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
     try:
         with eager():  # the probe after each epoch: a compiled model would otherwise compile this path anew
-            _, attention = model(idx.to(next(model.parameters()).device)[None], return_attention=True)
+            logits, attention = model(idx.to(next(model.parameters()).device)[None], return_attention=True)
     finally:
         model.train(was_training)
-    return [w[0].float().cpu() for w in attention]
+    return logits[0].float().cpu(), [w[0].float().cpu() for w in attention]
+
+
+def attention_weights(model: AttnLM, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's attention on idx (T,): a list of (H, T, T), rows = queries, columns = keys."""
+    return logits_and_attention(model, idx)[1]
 
 
 def select(weights: list[torch.Tensor], layer: int, head: int | None) -> torch.Tensor:

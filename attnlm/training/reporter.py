@@ -1,7 +1,8 @@
 """What a run tells and leaves behind besides its checkpoints: the header line, the epoch table, TensorBoard,
 metrics.jsonl, samples, the probe's attention (attention/epoch-NNN.pt, images, observations), summary.json and
-the final report. Only rank 0 reports; on the
-other ranks of a torchrun job every method returns at once."""
+the head scores (attnlm.inspection.heads: a "heads" row in metrics.jsonl per epoch, and one for the model
+training starts from as epoch 0) and the final report. Only rank 0 reports; on the other ranks of a torchrun
+job every method returns at once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from attnlm import disk
 from attnlm.checks import SamplingOptions
 from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
+from attnlm.inspection.heads import CHARTS, Crossings, measure, repeat_probe, saved_head_scores, tensorboard_scalars
 from attnlm.inspection.probe import AttentionProbe
 from attnlm.lm.generate import generate
 from attnlm.lm.model import AttnLM
@@ -47,6 +49,8 @@ class Reporter:
         self.corpus = corpus
         self.eval_plan = EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
         self.probe = AttentionProbe(probe, corpus.vocab, write=is_main)  # its attention is recorded every epoch
+        self.head_probe = repeat_probe(corpus.vocab.size, cfg.model.block_size) if cfg.log.head_scores else None
+        self.crossings = Crossings()  # which heads the Observation column already named
         self.is_main = is_main
         self.table = EpochTable(console, cfg.train.epochs)
         self.run_dir = Path(cfg.log.dir)
@@ -61,7 +65,13 @@ class Reporter:
                            purge_step=resumed_at + 1 if resumed_at is not None else None)
         self.tb.start({f"{section}.{k}": v for section in ("data", "model", "train")
                        for k, v in asdict(getattr(self.cfg, section)).items()},
-                      ["hparam/best_val_loss", "hparam/final_val_loss", "hparam/final_val_accuracy"], resumed_at or 0)
+                      ["hparam/best_val_loss", "hparam/final_val_loss", "hparam/final_val_accuracy"], resumed_at or 0,
+                      CHARTS if self.head_probe is not None else None)
+        if self.is_main:
+            if resumed_at is None:
+                self.head_scores(0, 0)  # epoch 0: the model before its first step, where each curve starts
+            else:  # metrics.jsonl is already rewound to the checkpoint: the heads named before it stay named
+                self.crossings.replay(saved.scores for saved in saved_head_scores(run_dir))
 
     def close(self, quiet: bool = False) -> None:
         """`quiet`: training stopped for a fault of the machine; its message says all, TensorBoard adds nothing."""
@@ -117,7 +127,9 @@ class Reporter:
             return
         # The probe's attention after this epoch: saved for the explorer and read for the Observation column.
         attention_note = self.probe.end_epoch(self.model, self.run_dir, stats.epoch, stats.step)
-        stats.observation = join_notes(observation(history, final), attention_note)
+        heads_note = self.head_scores(stats.epoch, stats.step)
+        stats.observation = join_notes(observation(history, final),
+                                       "\n".join(note for note in (attention_note, heads_note) if note) or None)
         self.table.add(stats, stats.observation)
         self.tb.scalars(stats.step, {
             "loss/train": stats.train_loss, "loss/val": stats.val_loss,
@@ -126,6 +138,16 @@ class Reporter:
         })
         self.tb.text("observation", stats.observation, stats.step)
         self.append_metrics(stats.to_dict())
+
+    def head_scores(self, epoch: int, step: int) -> str | None:
+        """Score every head on the repeated probe (one forward pass) into metrics.jsonl and TensorBoard; returns
+        the Observation's note on heads that became previous-token or induction heads, or None."""
+        if self.head_probe is None:
+            return None
+        scores = measure(self.model, self.head_probe)
+        self.tb.scalars(step, tensorboard_scalars(scores))
+        self.append_metrics({"kind": "heads", "epoch": epoch, "step": step, **scores.to_dict()})
+        return self.crossings.update(scores)
 
     def epoch_extras(self, stats: EpochStats) -> None:
         """What is nice to have after the epoch's checkpoint is safe: the sample and the attention images.

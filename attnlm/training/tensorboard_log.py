@@ -64,8 +64,10 @@ class TBLogger:
         if self.writer:
             self._call(self.writer.add_image, tag, image, step)
 
-    def start(self, hparams: dict[str, Any], metric_names: list[str], step: int) -> None:
-        """At the start of a run: the hyperparameters (so an interrupted run has them too) and the chart layout.
+    def start(self, hparams: dict[str, Any], metric_names: list[str], step: int,
+              charts: dict[str, dict[str, list]] | None = None) -> None:
+        """At the start of a run: the hyperparameters (so an interrupted run has them too) and the chart layout,
+        with `charts` (more Custom Scalars categories: {category: {title: ["Multiline", [tag regexps]]}}).
 
         The hparams dashboard reads each metric from the scalar of the same tag, which `finish` writes.
         """
@@ -86,7 +88,7 @@ class TBLogger:
             "loss: train and val": ["Multiline", ["^loss/train$", "^loss/val$"]],
             "accuracy: train and val": ["Multiline", ["^accuracy/train$", "^accuracy/val$"]],
             "loss: every logged step and each epoch": ["Multiline", ["^loss/train_step$", "^loss/train$", "^loss/val$"]],
-        }}
+        }} | (charts or {})
         if self.writer:
             self._call(self.writer.add_custom_scalars, layout)
         self.flush()
