@@ -47,7 +47,8 @@ def test_folder_glob_and_list_sources_and_the_split_of_each_document(tmp_path: P
     assert corpus.vocab == Vocab.from_text(train + val)
     assert lines == [f"skipping {root / 'empty.txt'}: it is empty",
                      f"skipping {root / 'image.png'}: it is not UTF-8 text (bad byte at offset 0)",
-                     f"skipping {root / 'latin1.txt'}: it is not UTF-8 text (bad byte at offset 3)"]
+                     f"skipping {root / 'latin1.txt'}: it is not UTF-8 text (bad byte at offset 3)",
+                     f"{root}: 3 files skipped (listed above), 2 read"]
 
     glob = load_corpus(f"{root}/**/*.md", 0.2, cache_dir=cache)
     assert glob.vocab.decode(glob.val) == expected_splits([texts["sub/a.md"]], 0.2)[1]

@@ -22,7 +22,7 @@ from typing import Any
 
 from attnlm import disk, locks
 from attnlm.data.memmap import read_meta
-from attnlm.data.sources import SourceFile
+from attnlm.data.sources import NotText, SourceFile, read_regular
 from attnlm.disk import TEMP_PREFIX
 from attnlm.errors import MachineError, UserError
 
@@ -43,8 +43,8 @@ def _content_hash(source: SourceFile) -> str | None:
     if source.size >= HASHED_BELOW:
         return None
     try:
-        return hashlib.blake2b(source.path.read_bytes(), digest_size=16).hexdigest()
-    except OSError:
+        return hashlib.blake2b(read_regular(source.path), digest_size=16).hexdigest()
+    except (OSError, NotText):
         return None  # reported when it is read for real
 
 

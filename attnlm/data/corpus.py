@@ -58,7 +58,8 @@ def prepare_sources(spec: Spec, val_fraction: float, *, separator: str = "\n\n",
             if len(items) > 1 or out is not None:
                 raise UserError(f"{item} is already prepared; give it alone as data.path, not with other sources")
             return Prepared(Path(item), meta, fresh=False)
-    files, strict = resolve(spec)
+    found_files = resolve(spec)
+    files, strict = found_files.files, found_files.single
     line = lineage(files, separator, val_fraction)
     prints = fingerprints(files)
     natural = key(line, prints, None)
@@ -78,7 +79,7 @@ def prepare_sources(spec: Spec, val_fraction: float, *, separator: str = "\n\n",
 
     def first_pass() -> tuple[Scan, Vocab, int]:
         """What was found, the vocabulary, and the bytes its ids take on disk."""
-        found = scan(files, strict, chunk_bytes=chunk_bytes, log=log, progress=progress)
+        found = scan(files, strict, chunk_bytes=chunk_bytes, log=log, progress=progress, skipped=found_files.skipped)
         _check_scan(found, strict, what, separator)
         use = check_vocab(found, separator, vocab, what)
         _, n_train, n_val = split_sizes(found, val_fraction, separator)
@@ -123,6 +124,9 @@ def load_corpus(spec: Spec, val_fraction: float, block_size: int | None = None, 
     corpus = open_prepared(prepared.folder, prepared.meta)
     what = describe(spec)
     meta = prepared.meta
+    if prepared.fresh and meta["skipped"]:
+        n = len(meta["skipped"])
+        log(f"{what}: {n} file{'s' * (n != 1)} skipped (listed above), {len(meta['documents'])} read")
     if prepared.fresh and meta["bytes"] >= ANNOUNCE_BYTES:
         log(f"prepared {what} in {meta['seconds']:.1f}s ({meta['bytes'] / 1e6 / max(meta['seconds'], 1e-9):.0f} MB/s) "
             f"into {prepared.folder}; reused while the files stay unchanged")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attnlm.data.sources import NotText, read_regular
 from attnlm.data.vocab import Vocab
 
 FORMAT = "attnlm-prepared"
@@ -36,7 +37,7 @@ class Corpus:
 def read_meta(folder: Path) -> dict[str, Any] | None:
     """The folder's meta.json if it is a complete prepared corpus, else None."""
     try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        meta = json.loads(read_regular(folder / META).decode("utf-8"))
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             return None
         itemsize = np.dtype(meta["dtype"]).itemsize
@@ -44,7 +45,7 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
             if (folder / f"{split}.bin").stat().st_size != meta[split] * itemsize:
                 return None
         return meta
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, NotText):
         return None
 
 

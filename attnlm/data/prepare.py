@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from attnlm.data.memmap import write_meta
-from attnlm.data.sources import CHUNK_BYTES, NotText, SourceFile, read_chunks
+from attnlm.data.sources import CHUNK_BYTES, NotText, Skipped, SourceFile, read_chunks
 from attnlm.data.vocab import CharSet, Encoder, Vocab, check_known
 from attnlm.errors import UserError
 
@@ -55,12 +55,15 @@ def _bar(desc: str, total: int, show: bool) -> tqdm:
 
 
 def scan(files: list[SourceFile], strict: bool, *, chunk_bytes: int = CHUNK_BYTES, log: Log = log_to_stderr,
-         progress: bool = True) -> Scan:
+         progress: bool = True, skipped: Sequence[Skipped] = ()) -> Scan:
     """Pass 1. With `strict` (one file named outright) a file that is not text is an error; otherwise it is
-    skipped with one line saying so."""
+    skipped with one line saying so. `skipped`: what was left out while finding the files, reported first."""
     started = time.perf_counter()
     charset = CharSet()
-    documents, skipped = [], []
+    documents: list[tuple[SourceFile, int]] = []
+    left_out = list(skipped)
+    for path, reason in left_out:
+        log(f"skipping {path}: it {reason}")
     with _bar("scanning", sum(f.size for f in files), progress) as bar:
         for source in files:
             chars = CharSet()  # merged only if the whole file turns out to be text
@@ -72,18 +75,18 @@ def scan(files: list[SourceFile], strict: bool, *, chunk_bytes: int = CHUNK_BYTE
             except NotText as e:
                 if strict:
                     raise UserError(f"data file {source.path} {e.reason}; {e.fix}") from None
-                skipped.append((str(source.path), e.reason))
+                left_out.append((str(source.path), e.reason))
                 log(f"skipping {source.path}: it {e.reason}")
                 continue
             if n == 0:
                 if strict:
                     raise UserError(f"data file {source.path} is empty; give a text file with some text in it")
-                skipped.append((str(source.path), "is empty"))
+                left_out.append((str(source.path), "is empty"))
                 log(f"skipping {source.path}: it is empty")
                 continue
             charset.update(chars)
             documents.append((source, n))
-    return Scan(documents, charset.chars(), skipped, time.perf_counter() - started)
+    return Scan(documents, charset.chars(), left_out, time.perf_counter() - started)
 
 
 def split_sizes(scan: Scan, val_fraction: float, separator: str) -> tuple[list[tuple[int, int]], int, int]:
