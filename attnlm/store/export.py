@@ -1,9 +1,12 @@
 """Export a trained model for use outside attnlm, and load such an export back.
 
 An export folder holds
-  model.safetensors  the weights (safetensors: plain tensors, no pickle, so loading never runs code)
-  config.json        the model section (what AttnLM needs), the vocabulary size, the tied weights and the
-                     whole training config (what `attnlm eval` needs), and where the weights came from
+  model.safetensors  the weights (safetensors: plain tensors, no pickle, so loading never runs code), with the
+                     model section and vocabulary they were trained with in its metadata, which loading checks
+                     config.json and vocab.json against
+  config.json        the model section (what AttnLM is built from, by attnlm's loader as by docs/export.md's),
+                     the vocabulary size, the tied weights and the whole training config (what `attnlm eval`
+                     needs; its model section must equal the first), and where the weights came from
   vocab.json         {"chars": [...]}: token i is chars[i]
   model.py           a copy of attnlm/lm/model.py, which needs only torch: with safetensors that is all a
                      reader needs (docs/export.md)
@@ -26,7 +29,7 @@ from attnlm import disk
 from attnlm.disk import TEMP_PREFIX
 from attnlm.errors import MachineError, UserError
 from attnlm.lm import model as lm_model
-from attnlm.store.exported import CONFIG, FORMAT, MODEL_CODE, TIED, VERSION, VOCAB, WEIGHTS
+from attnlm.store.exported import CONFIG, FORMAT, MODEL_CODE, TIED, VERSION, VOCAB, WEIGHTS, weights_metadata
 from attnlm.store.load import load_model
 from attnlm.version import __version__
 
@@ -53,7 +56,7 @@ def export(checkpoint: Path, out: Path) -> dict[str, Any]:
     }
     # Serialized here and written by us: a full disk then raises an OSError we can word (safetensors' own
     # file writer reports it as a SafetensorError with the OS error inside its text).
-    data = save(weights, metadata={"format": FORMAT})
+    data = save(weights, metadata=weights_metadata(cfg.to_dict()["model"], vocab.chars))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + out.name + ".", dir=out.parent))
