@@ -34,6 +34,16 @@ class DataConfig:
     separator: str = _f("\n\n", "text put between documents where they are joined")
     cache_dir: str | None = _f(None, "folder for prepared (memory-mapped) corpora (default: "
                                      "$XDG_CACHE_HOME/attnlm/data, i.e. ~/.cache/attnlm/data)")
+    task: str | None = _f(None, "a built-in task generated on the fly instead of text (docs/tasks.md): induction "
+                                "(a random segment repeated later), copy, reverse or sort (a sequence, `=`, then it "
+                                "copied, reversed or sorted); data.path, val_fraction, separator and cache_dir are then "
+                                "unused (null: train on data.path)")
+    task_vocab: int | None = _f(None, "with data.task: how many symbols (digits, then capital and small letters, at "
+                                      "most 62) its random sequences use (null: 40 for induction, the 10 digits for "
+                                      "the others)")
+    task_length: int | None = _f(None, "with data.task: the longest copied segment (induction; the shortest is 6) or "
+                                       "input sequence (copy, reverse, sort; the shortest is 1) (null: block_size // 2 "
+                                       "- 3 for induction, 8 for the others, as far as the window holds it)")
 
 
 @dataclass
@@ -62,7 +72,8 @@ class ModelConfig:
 class TrainConfig:
     batch_size: int = _f(32, "sequences per optimizer step (per process)")
     epochs: int = _f(5, "epochs to train; an epoch is one pass over the training characters")
-    steps_per_epoch: int | None = _f(None, "optimizer steps per epoch (default: one pass over the data)")
+    steps_per_epoch: int | None = _f(None, "optimizer steps per epoch (default: one pass over the data; with "
+                                           "data.task, whose data never ends, 500)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps in total")
     max_time: float | None = _f(None, "stop after this many seconds of wall time (also anneals the LR)")
     fit_epochs: bool = _f(False, "with max_time: after the first steps, shorten the epochs (steps_per_epoch is "
@@ -98,7 +109,9 @@ class TrainConfig:
                                     "(on CUDA and under CPU bf16, where it paid; an fp32 CPU lost more to compiling)")
     eval_batch_size: int = _f(64, "windows per batch in the validation pass")
     eval_chars: int | None = _f(1_000_000, "validation predictions per epoch: a longer split is evaluated on a "
-                                           "fixed, evenly spaced subset of windows this long (null: all of it)")
+                                           "fixed, evenly spaced subset of windows this long (null: all of it); "
+                                           "with data.task, the held-out windows generated once per run hold this "
+                                           "many (null: 1,000,000)")
     checkpoint_every: int | None = _f(None, "also write last.pt every this many steps mid-epoch")
     init_from: str | None = _f(None, "fine-tune: start from the weights of this run folder (its best.pt) or "
                                      "checkpoint file, with a fresh optimizer and schedule; the model section and "
@@ -186,6 +199,9 @@ def _field_type(cls: type, name: str) -> tuple[type, bool]:
         return base, type(None) in args
     return hint, False
 
+
+# data.task's names; the tasks themselves are attnlm.data.tasks (config sits below the data layer).
+TASKS = ("induction", "copy", "reverse", "sort")
 
 # Switches that take `auto` (attnlm decides by the machine) besides true and false.
 AUTO_OR_BOOL = ("train.compile",)
@@ -396,6 +412,8 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         actual = getattr(getattr(cfg, section), name)
         need(actual in value, f"config key '{key}' must be one of {', '.join(value)}, got '{actual}'")
+    need(d.task is None or d.task in TASKS, f"config key 'data.task' must be one of {', '.join(TASKS)} or null "
+                                            f"(text from data.path), got '{d.task}'{_suggest(str(d.task), TASKS)}")
     positive = {
         "model.block_size": m.block_size, "model.n_layer": m.n_layer, "model.n_head": m.n_head,
         "model.n_embd": m.n_embd, "model.mlp_ratio": m.mlp_ratio, "train.batch_size": t.batch_size,
@@ -407,6 +425,7 @@ def validate(cfg: Config) -> None:
         "train.steps_per_epoch": t.steps_per_epoch, "train.max_steps": t.max_steps,
         "train.global_batch_size": t.global_batch_size, "train.embedding_lr": t.embedding_lr,
         "train.max_time": t.max_time, "train.checkpoint_every": t.checkpoint_every, "train.eval_chars": t.eval_chars,
+        "data.task_vocab": d.task_vocab, "data.task_length": d.task_length,
     }
     for key, value in positive.items():
         need(value > 0 and math.isfinite(value), f"config key '{key}' must be positive, got {value}")

@@ -46,6 +46,7 @@ VARIANTS = [
     {"pos": "learned", "norm": "layernorm", "bias": True, "activation": "gelu", "tie_weights": True},
     {"pos": "rope", "qk_norm": True, "norm": "rmsnorm", "activation": "relu2"},
     {"pos": "rope", "mlp": False},
+    {"pos": "learned", "mlp": False},  # configs/induction.yaml's attention-only blocks
     {"pos": "learned", "bigram": True, "tie_weights": True},
 ]
 

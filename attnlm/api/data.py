@@ -21,6 +21,9 @@ def data_prepare(*, sources: list[str], config: Path | None, overrides: list[str
     spec = sources or d.path
     if not sources and config is None:
         raise UserError("give the text to prepare (files, folders or globs), or --config FILE to prepare its data.path")
+    if not sources and d.task is not None:
+        raise UserError(f"{config} trains on data.task {d.task}, which is generated on the fly: there is nothing to "
+                        "prepare; give text files to prepare them")
     started = time.perf_counter()
     prepared = prepare_sources(spec, d.val_fraction, separator=d.separator, cache_dir=d.cache_dir, out=out,
                                log=lambda line: console.print(line, highlight=False))

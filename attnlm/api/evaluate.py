@@ -23,6 +23,8 @@ def eval_(*, run: str | None, checkpoint: str | None, data: list[str] | None, de
             raise UserError(f"--data {describe(data)} has characters the model never saw: {listed(e.missing)}; "
                             "evaluate on text written in the characters the model was trained on") from None
         what = describe(data)
+    elif model.config.data.task is not None:
+        result, what = model.evaluate(), f"the held-out windows of data.task {model.config.data.task}"
     else:
         result, what = model.evaluate(full=full), f"validation split of {describe(model.config.data.path)}"
     if result.subset is not None:
@@ -30,3 +32,6 @@ def eval_(*, run: str | None, checkpoint: str | None, data: list[str] | None, de
     console.print(f"{model.source} on {what} ({result.tokens:,} predictions):", highlight=False)
     console.print(f"  val loss   {result.loss:.4f}\n  perplexity {result.perplexity:.3f}\n"
                   f"  accuracy   {result.accuracy:.4f}", highlight=False)
+    if result.task_loss is not None:
+        console.print(f"on the predictable part:\n  loss       {result.task_loss:.4f}\n"
+                      f"  accuracy   {result.task_accuracy:.4f}", highlight=False)

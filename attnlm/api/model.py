@@ -40,6 +40,8 @@ class Evaluation:
     accuracy: float  # share of next characters predicted exactly
     tokens: int  # predictions scored
     subset: str | None = None  # which windows, when a long split was evaluated on a fixed subset of them
+    task_loss: float | None = None  # with data.task: the loss and accuracy on its predictable part alone
+    task_accuracy: float | None = None
 
 
 class Model:
@@ -117,7 +119,9 @@ class Model:
         """Loss, perplexity and next-character accuracy over `text`, over all the text of `data` (files,
         folders, globs or a list of them, encoded with the model's vocabulary), or else over the validation
         split of the data the model was trained on. Every prediction counts once; like training, more than
-        train.eval_chars of them are evaluated on a fixed, evenly spaced subset of windows unless `full`."""
+        train.eval_chars of them are evaluated on a fixed, evenly spaced subset of windows unless `full`. A model
+        trained on a task (data.task) is evaluated by default on the task's held-out windows, its predictable part
+        also on its own (task_loss, task_accuracy)."""
         if text is not None and len(check_text("text", text)) < 2:
             raise ArgumentValueError(f"text is too short to evaluate ({len(text)} character"
                                      f"{'s' * (len(text) != 1)}); give at least two")
@@ -132,6 +136,8 @@ class Model:
         elif data is not None:
             # A val_fraction of 1 puts every document in the validation split: all of the text is evaluated.
             ids = load_corpus(data, 1.0, None, self.vocab, separator=d.separator, cache_dir=d.cache_dir).val
+        elif d.task is not None:
+            return self._evaluate_task()
         else:
             ids = load_corpus(d.path, d.val_fraction, block_size, self.vocab, separator=d.separator,
                               cache_dir=d.cache_dir).val
@@ -143,6 +149,18 @@ class Model:
                                      max_chars=max_chars))
         return Evaluation(result.loss, result.perplexity, result.accuracy, result.tokens,
                           None if plan.full else plan.describe())
+
+    def _evaluate_task(self) -> Evaluation:
+        """On the held-out windows training validated on: generated again from the run's train.seed."""
+        from attnlm.data.tasks import load_task
+        from attnlm.lm.evaluation import evaluate_task
+
+        c = self.config
+        held = load_task(c.data, c.model.block_size, c.train.seed, c.train.eval_chars, self.vocab, self.source)
+        totals = evaluate_task(self.module, held.windows, held.mask, c.train.eval_batch_size, self.device)
+        whole, part = eval_result(*totals[:3]), eval_result(*totals[3:])
+        return Evaluation(whole.loss, whole.perplexity, whole.accuracy, whole.tokens, task_loss=part.loss,
+                          task_accuracy=part.accuracy)
 
     def attention(self, text: str) -> torch.Tensor:
         """The attention weights the model uses on `text`: (n_layer, n_head, T, T), rows = queries (each sums

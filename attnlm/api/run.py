@@ -78,7 +78,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = (), *, name: str | No
         trainer.check_room(Path(cfg.log.dir), freed=folder_bytes(replaced) if overwrite and not cfg.log.timestamp else 0)
         run_dir = new_run_dir(cfg.log.dir, cfg.log.name, cfg.log.timestamp, overwrite)
         lock = lock_run(run_dir)
-        write_run_info(trainer.cfg, run_dir, trainer.corpus)
+        write_run_info(trainer.cfg, run_dir, trainer.corpus if trainer.task is None else None)
         return trainer, run_dir, lock
 
     return _train(setup, console, exit_on_second_interrupt)

@@ -7,6 +7,7 @@ cache.py     where prepared corpora live, keyed by the sources' state, written a
 memmap.py    the prepared format on disk and the memory-mapped Corpus
 corpus.py    load_corpus / prepare_sources: the front door that ties them together
 batches.py   the seeded batch sampler and the validation windows (full pass or fixed subset)
+tasks.py     built-in tasks (data.task): windows generated on the fly with the mask of their predictable part
 shakespeare.py  `attnlm data shakespeare`, the default corpus
 """
 

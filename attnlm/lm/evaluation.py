@@ -55,6 +55,36 @@ def evaluate(model: AttnLM, data: torch.Tensor, batch_size: int, device: torch.d
     return loss_sum, correct, count
 
 
+@torch.no_grad()
+def evaluate_task(model: AttnLM, windows: torch.Tensor, mask: torch.Tensor, batch_size: int, device: torch.device,
+                  autocast: contextlib.AbstractContextManager | None = None,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, ...]:
+    """Over a task's windows (N, T+1): summed loss, correct predictions and count of every prediction, then the same
+    three over the predictable ones that `mask` (N, T) marks, as device tensors (no host sync). `shard` as in
+    evaluate."""
+    was_training = model.training
+    model.eval()
+    sums = [torch.zeros((), device=device, dtype=torch.float64 if i % 3 == 0 else torch.long) for i in range(6)]
+    rank, world = shard
+    for i, start in enumerate(range(0, len(windows), batch_size)):
+        if i % world != rank:
+            continue
+        w = windows[start : start + batch_size].to(device, torch.long)  # (B, T+1)
+        x, y = w[:, :-1], w[:, 1:].flatten()
+        task = mask[start : start + batch_size].to(device).flatten()  # (B*T,)
+        with autocast or contextlib.nullcontext(), eager():
+            logits, _ = model(x)  # (B, T, V)
+        logits = logits.float().flatten(0, 1)
+        losses = F.cross_entropy(logits, y, reduction="none").double()  # (B*T,)
+        right = logits.argmax(-1) == y
+        for offset, keep in ((0, slice(None)), (3, task)):
+            sums[offset] += losses[keep].sum()
+            sums[offset + 1] += right[keep].sum()
+            sums[offset + 2] += right[keep].numel()
+    model.train(was_training)
+    return tuple(sums)
+
+
 def eval_result(loss_sum: torch.Tensor, correct: torch.Tensor, count: torch.Tensor) -> EvalResult:
     n = int(count)
     return EvalResult(loss=float(loss_sum) / n, accuracy=int(correct) / n, tokens=n)

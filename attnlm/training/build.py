@@ -1,4 +1,5 @@
-"""What a config builds before training or inspection: the corpus, a freshly initialised model, the device."""
+"""What a config builds before training or inspection: the corpus (or a task's data), a freshly initialised model,
+the device."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from attnlm import distributed
 from attnlm.config import Config
 from attnlm.data import Corpus, Vocab, load_corpus
 from attnlm.data.sources import describe
+from attnlm.data.tasks import TaskData, load_task
 from attnlm.data.vocab import listed
 from attnlm.device import compile_supported, resolve_device, trust_cpu_isa_flags, use_bf16, use_compile
 from attnlm.errors import UnknownCharacters, UserError
@@ -20,7 +22,7 @@ from attnlm.lm.model import AttnLM
 
 @dataclass
 class Built:
-    corpus: Corpus
+    corpus: Corpus | TaskData  # the text, or with data.task the task and its held-out windows
     model: AttnLM
     device: torch.device
     bf16: bool  # whether training autocasts to bf16 on this device
@@ -28,17 +30,23 @@ class Built:
 
 def build(cfg: Config, vocab: Vocab | None = None, vocab_of: str | None = None) -> Built:
     """Data, model and device for a config (weights seeded by train.seed). With `vocab` (that of the checkpoint
-    `vocab_of`) the text must fit that vocabulary."""
+    `vocab_of`) the text, or the task, must fit that vocabulary."""
     device = distributed.train_device(distributed.current(), resolve_device(cfg.train.device))
     bf16 = use_bf16(device, cfg.train.precision)
-    try:
-        corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab,
-                             separator=cfg.data.separator, cache_dir=cfg.data.cache_dir)
-    except UnknownCharacters as e:
-        if vocab_of is None:
-            raise
-        raise UserError(f"{describe(cfg.data.path)} has characters that {vocab_of} never saw: {listed(e.missing)}; a "
-                        "model only reads its own vocabulary, so use text without them or train from scratch") from None
+    corpus: Corpus | TaskData
+    if cfg.data.task is not None:
+        corpus = load_task(cfg.data, cfg.model.block_size, cfg.train.seed, cfg.train.eval_chars, vocab,
+                           vocab_of or "the checkpoint")
+    else:
+        try:
+            corpus = load_corpus(cfg.data.path, cfg.data.val_fraction, cfg.model.block_size, vocab,
+                                 separator=cfg.data.separator, cache_dir=cfg.data.cache_dir)
+        except UnknownCharacters as e:
+            if vocab_of is None:
+                raise
+            raise UserError(f"{describe(cfg.data.path)} has characters that {vocab_of} never saw: {listed(e.missing)}; "
+                            "a model only reads its own vocabulary, so use text without them or train from "
+                            "scratch") from None
     torch.manual_seed(cfg.train.seed)
     model = AttnLM(cfg.model, corpus.vocab.size).to(device)
     return Built(corpus, model, device, bf16)

@@ -28,9 +28,21 @@ class EpochStats:
     elapsed: float  # wall time since training started
     tokens_per_s: float
     observation: str = ""  # what the table's Observation column said: the loss reading, then attention's
+    # With data.task: the validation loss and accuracy on the predictable part alone (the rest is random).
+    val_task_loss: float | None = None
+    val_task_accuracy: float | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": "epoch", **asdict(self)}
+        row = {"kind": "epoch", **asdict(self)}
+        if self.val_task_loss is None:  # a run on text: its rows keep the keys they always had
+            del row["val_task_loss"], row["val_task_accuracy"]
+        return row
+
+    def task_note(self) -> str | None:
+        """The Observation's line on the predictable part of a task, or None on text."""
+        if self.val_task_loss is None or self.val_task_accuracy is None:
+            return None
+        return f"predictable part: loss {self.val_task_loss:.4f}, accuracy {self.val_task_accuracy:.3f}"
 
 
 FLAT = 0.01  # an epoch whose val loss moves less than 1 % (relative) is flat
@@ -66,9 +78,10 @@ def flat_epochs(history: list[EpochStats]) -> int:
     return n
 
 
-def join_notes(loss_note: str, attention_note: str | None) -> str:
-    """The Observation cell: the loss reading, and on a second line what attention did, if anything."""
-    return loss_note if not attention_note else f"{loss_note}\n{attention_note}"
+def join_notes(loss_note: str, *notes: str | None) -> str:
+    """The Observation cell: the loss reading, then a line for each further note there is (the predictable part of
+    a task, what attention did)."""
+    return "\n".join([loss_note, *(note for note in notes if note)])
 
 
 class EpochTable:

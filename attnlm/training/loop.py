@@ -18,10 +18,11 @@ from rich.console import Console
 from attnlm import disk, distributed
 from attnlm.config import Config, resolve_accumulation
 from attnlm.data import BatchSampler, steps_per_epoch
+from attnlm.data.tasks import STEPS_PER_EPOCH, TaskData, TaskSampler
 from attnlm.device import autocast
 from attnlm.errors import MachineError
 from attnlm.inspection.probe import probe_ids
-from attnlm.lm.evaluation import eval_result, evaluate
+from attnlm.lm.evaluation import eval_result, evaluate, evaluate_task
 from attnlm.store.checkpoint import estimate_size
 from attnlm.store.metrics import SUMMARY_FILE, rewind_metrics
 from attnlm.training import checkpoints
@@ -44,17 +45,25 @@ class Trainer:
         self.run_dir = Path(cfg.log.dir)  # set by fit()
         built = build_for_training(cfg, resume)
         self.corpus, self.model, self.device, self.bf16 = built.corpus, built.model, built.device, built.bf16
+        self.task = self.corpus if isinstance(self.corpus, TaskData) else None  # data.task: generated data
         self.checkpoint_size = estimate_size(self.model)  # named when a disk refuses it
-        # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
-        probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
+        t = cfg.train
+        seed = distributed.rank_seed(t.seed, self.dist.rank)
+        if self.task is not None:
+            # A task shows its own job on the probe; a text given as log.probe_text is checked like any other.
+            probe = self.task.task.probe(t.seed) if cfg.log.probe_text is None else \
+                probe_ids(cfg.log.probe_text, self.task.vocab, self.task.windows[0], cfg.model.block_size)
+            self.sampler: BatchSampler | TaskSampler = self.task.sampler(t.batch_size, seed)
+            self._epoch_cap = t.steps_per_epoch or STEPS_PER_EPOCH
+        else:
+            # Checked now, not after the first epoch: a bad probe text should stop the run before it starts.
+            probe = probe_ids(cfg.log.probe_text, self.corpus.vocab, self.corpus.val, cfg.model.block_size)
+            self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size, seed)
+            self._epoch_cap = t.steps_per_epoch or steps_per_epoch(
+                len(self.corpus.train), t.batch_size * t.grad_accum_steps * self.dist.world, cfg.model.block_size)
         self.optimizer = build_optimizer(self.model, cfg.train, self.device)
         self.guard = NonFiniteGuard(self.device)
-        t = cfg.train
-        self.sampler = BatchSampler(self.corpus.train, cfg.model.block_size, t.batch_size,
-                                   distributed.rank_seed(t.seed, self.dist.rank))
         self.state = TrainState()
-        self._epoch_cap = t.steps_per_epoch or steps_per_epoch(
-            len(self.corpus.train), t.batch_size * t.grad_accum_steps * self.dist.world, cfg.model.block_size)
         self._set_epoch_length(self._epoch_cap)
         self._received_stop: int | None = None
         self._agreed_stop: int | None = None
@@ -66,7 +75,8 @@ class Trainer:
         self._session_steps = 0
         self._saved_step = self.state.step if resume else None  # of last.pt, the checkpoint a resume starts from
         self.clock = Clock(t.max_time, self.state, self.dist.active)
-        evaluated = min(len(self.corpus.val), t.eval_chars or len(self.corpus.val)) / self.dist.world  # per rank
+        evaluated = (self.task.predictions if self.task is not None else
+                     min(len(self.corpus.val), t.eval_chars or len(self.corpus.val))) / self.dist.world  # per rank
         self.clock.eval_steps = 0.5 * evaluated / (t.batch_size * t.grad_accum_steps * cfg.model.block_size)
         self.compiled = compile_blocks(self.model, self.device, t.compile, self.bf16, console)
         self.train_model = distributed.wrap(self.dist, self.model, self.device)
@@ -287,14 +297,20 @@ class Trainer:
         st, t = self.state, self.cfg.train
         self.guard.check(self._last_checkpoint)
         eval_start = time.perf_counter()
-        totals = evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
-                          autocast(self.device, self.bf16), shard=(self.dist.rank, self.dist.world),
-                          max_chars=t.eval_chars)
+        shard = (self.dist.rank, self.dist.world)
+        if self.task is not None:
+            totals = evaluate_task(self.model, self.task.windows, self.task.mask, t.eval_batch_size, self.device,
+                                   autocast(self.device, self.bf16), shard=shard)
+        else:
+            totals = evaluate(self.model, self.corpus.val, t.eval_batch_size, self.device,
+                              autocast(self.device, self.bf16), shard=shard, max_chars=t.eval_chars)
         distributed.all_reduce_sum(self.dist, *totals)
-        val = eval_result(*totals)
+        val = eval_result(*totals[:3])
+        part = eval_result(*totals[3:]) if self.task is not None else None  # the task's predictable part
         self.clock.last_eval_seconds = time.perf_counter() - eval_start
         stats = st.epoch_stats(val.loss, val.accuracy, self.optimizer.param_groups[0]["lr"],
-                               self.clock.last_eval_seconds, self.clock.elapsed())
+                               self.clock.last_eval_seconds, self.clock.elapsed(),
+                               task=(part.loss, part.accuracy) if part is not None else None)
         improved, history = st.record_epoch(stats)
         self.reporter.epoch(stats, history, final)
         st.next_epoch()

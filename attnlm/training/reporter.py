@@ -22,6 +22,7 @@ from attnlm import disk
 from attnlm.checks import SamplingOptions
 from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
+from attnlm.data.tasks import TaskData
 from attnlm.inspection.heads import CHARTS, Crossings, measure, repeat_probe, saved_head_scores, tensorboard_scalars
 from attnlm.inspection.probe import AttentionProbe
 from attnlm.lm.generate import generate
@@ -40,14 +41,16 @@ def in_notebook() -> bool:
 
 
 class Reporter:
-    def __init__(self, cfg: Config, console: Console, model: AttnLM, corpus: Corpus, probe: torch.Tensor,
+    def __init__(self, cfg: Config, console: Console, model: AttnLM, corpus: Corpus | TaskData, probe: torch.Tensor,
                  is_main: bool) -> None:
         self.cfg = cfg
         self.console = console
         self.model = model
         self.vocab = corpus.vocab
         self.corpus = corpus
-        self.eval_plan = EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
+        # A task's validation windows are all evaluated; a text's split may be evaluated on a subset.
+        self.eval_plan = None if isinstance(corpus, TaskData) else \
+            EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
         self.probe = AttentionProbe(probe, corpus.vocab, write=is_main)  # its attention is recorded every epoch
         self.head_probe = repeat_probe(corpus.vocab.size, cfg.model.block_size) if cfg.log.head_scores else None
         self.crossings = Crossings()  # which heads the Observation column already named
@@ -102,14 +105,20 @@ class Reporter:
             f"[bold]attnlm[/bold] {what} {self.run_dir}: {params / 1e6:.2f}M parameters "
             f"({m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size}, "
             f"{m.pos} positions{', MLP' if m.mlp else ', attention only'}) on {device}"
-            f"{' bf16' if bf16 else ''}; vocab {self.vocab.size}, "
-            f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars"
-            f"{'' if self.eval_plan.full else f' (each epoch evaluates {self.eval_plan.evaluated:,})'}; "
+            f"{' bf16' if bf16 else ''}; vocab {self.vocab.size}, {self.data_line()}; "
             + (f"up to {steps_per_epoch} steps per epoch, fitted to the {self.cfg.train.max_time:g} s budget after "
                "the first steps" if fitting else f"{steps_per_epoch} steps per epoch")
             + (f", from step {step}" if step else ""),
             highlight=False,
         )
+
+    def data_line(self) -> str:
+        """The header's words on the data: the task, or the text's splits."""
+        if isinstance(self.corpus, TaskData):
+            return self.corpus.describe()
+        plan = self.eval_plan
+        return (f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars"
+                f"{'' if plan is None or plan.full else f' (each epoch evaluates {plan.evaluated:,})'}")
 
     def step(self, step: int, epoch: int, loss: float, lr: float, grad_norm: float) -> None:
         if not self.is_main:
@@ -128,7 +137,7 @@ class Reporter:
         # The probe's attention after this epoch: saved for the explorer and read for the Observation column.
         attention_note = self.probe.end_epoch(self.model, self.run_dir, stats.epoch, stats.step)
         heads_note = self.head_scores(stats.epoch, stats.step)
-        stats.observation = join_notes(observation(history, final),
+        stats.observation = join_notes(observation(history, final), stats.task_note(),
                                        "\n".join(note for note in (attention_note, heads_note) if note) or None)
         self.table.add(stats, stats.observation)
         self.tb.scalars(stats.step, {
@@ -136,6 +145,9 @@ class Reporter:
             "accuracy/train": stats.train_accuracy, "accuracy/val": stats.val_accuracy,
             "throughput/tokens_per_s": stats.tokens_per_s,
         })
+        if stats.val_task_loss is not None and stats.val_task_accuracy is not None:
+            self.tb.scalars(stats.step, {"loss/val_task": stats.val_task_loss,
+                                         "accuracy/val_task": stats.val_task_accuracy})
         self.tb.text("observation", stats.observation, stats.step)
         self.append_metrics(stats.to_dict())
 
@@ -207,7 +219,10 @@ class Reporter:
                 f"\nbest epoch {st.best_epoch}: val loss {best['val_loss']:.4f}, accuracy "
                 f"{best['val_accuracy']:.3f} (perplexity {math.exp(best['val_loss']):.2f}); "
                 f"{st.step} steps in {st.elapsed:.1f}s", highlight=False)
-            if not self.eval_plan.full:
+            if best.get("val_task_loss") is not None:
+                self.console.print(f"on the predictable part: loss {best['val_task_loss']:.4f}, accuracy "
+                                   f"{best['val_task_accuracy']:.3f}", highlight=False)
+            if self.eval_plan is not None and not self.eval_plan.full:
                 self.console.print(f"val loss measured on {self.eval_plan.describe()}; `attnlm eval --full` "
                                    "evaluates all of them", highlight=False)
             last = st.history[-1]

@@ -187,6 +187,9 @@ def resumed_config(run_dir: Path, payload: dict[str, Any], config: str | Path | 
     if cfg.train.optimizer != saved.train.optimizer:  # the saved moments belong to the other optimizer
         raise UserError(f"{last} was trained with train.optimizer={saved.train.optimizer}, not "
                         f"{cfg.train.optimizer}; resume with the run's own optimizer or start a new run")
+    if cfg.data.task != saved.data.task:  # text and a task, or two tasks, are not one stream of batches
+        raise UserError(f"{last} was trained with data.task={_show(saved.data.task)}, not {_show(cfg.data.task)}; "
+                        "resume with the run's own data.task or start a new run")
     return Resumed(cfg, saved, changes, override_keys, written_text)
 
 
@@ -226,7 +229,9 @@ def accept_resume(run_dir: Path, resumed: Resumed, trainer: Trainer, console: Co
     they describe the checkpoint the run goes on from."""
     records = (run_dir / INFO_FILE).is_file()  # not in a folder made by a Trainer of one's own
     asked = any(k.startswith("data.") and k != "data.cache_dir" for k in resumed.override_keys)
-    data, note = _check_data(run_dir, trainer.cfg, trainer.corpus, asked) if records else (None, None)
+    # A task's data is its config (data.task, refused above when changed): there are no files to have changed.
+    text = trainer.task is None
+    data, note = _check_data(run_dir, trainer.cfg, trainer.corpus, asked) if records and text else (None, None)
     if not is_main:
         return
     for change in resumed.changes:

@@ -10,6 +10,7 @@ import torch
 
 from attnlm.config import Config
 from attnlm.data import BatchSampler
+from attnlm.data.tasks import TaskSampler
 from attnlm.training.epoch_table import EpochStats
 
 
@@ -41,9 +42,10 @@ class TrainState:
         self.epoch_count += predictions
         self.epoch_train_time += seconds
 
-    def epoch_stats(self, val_loss: float, val_accuracy: float, lr: float, eval_seconds: float,
-                    elapsed: float) -> EpochStats:
-        """The row of the epoch that just ended, from its running totals and its evaluation."""
+    def epoch_stats(self, val_loss: float, val_accuracy: float, lr: float, eval_seconds: float, elapsed: float,
+                    task: tuple[float, float] | None = None) -> EpochStats:
+        """The row of the epoch that just ended, from its running totals and its evaluation (`task`: the loss and
+        accuracy on a task's predictable part)."""
         return EpochStats(
             epoch=self.epoch, step=self.step,
             train_loss=self.epoch_loss_sum / self.step_in_epoch,
@@ -52,6 +54,7 @@ class TrainState:
             seconds=self.epoch_train_time + eval_seconds,
             elapsed=elapsed,
             tokens_per_s=self.epoch_count / max(1e-9, self.epoch_train_time),
+            val_task_loss=task[0] if task else None, val_task_accuracy=task[1] if task else None,
         )
 
     def record_epoch(self, stats: EpochStats) -> tuple[bool, list[EpochStats]]:
@@ -68,7 +71,7 @@ class TrainState:
         self.epoch_loss_sum, self.epoch_correct, self.epoch_count, self.epoch_train_time = 0.0, 0, 0, 0.0
 
 
-def rng_states(sampler: BatchSampler, device: torch.device) -> dict[str, torch.Tensor | None]:
+def rng_states(sampler: BatchSampler | TaskSampler, device: torch.device) -> dict[str, torch.Tensor | None]:
     """This process's random streams: torch (dropout), its batch generator, and the GPU's (CUDA or MPS)."""
     return {"torch": torch.get_rng_state(), "data": sampler.state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -92,7 +95,7 @@ def checkpoint_payload(cfg: Config, vocab: str, model: torch.nn.Module, optimize
 
 
 def restore(payload: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            sampler: BatchSampler, device: torch.device, rank: int) -> TrainState:
+            sampler: BatchSampler | TaskSampler, device: torch.device, rank: int) -> TrainState:
     """Load weights, optimizer and random streams from a checkpoint; returns the training progress."""
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
