@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,7 @@ def test_numbers_take_ints_and_floats_and_refuse_the_rest() -> None:
     with raises(ArgumentTypeError, "x must be a number, got False (bool)"):
         need_number("x", False, "a number")
     assert shown_number(7, 7.0) == "7" and shown_number(0.25, 0.25) == "0.25"
+    assert shown_number(Fraction(1, 4), 0.25) == "0.25"  # a number that is not an int is quoted as the float it became
 
 
 def test_flags_and_strings_take_only_their_type() -> None:
