@@ -276,8 +276,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UserError(f"YAML syntax error in {path}{where}: {e.problem}; fix the file") from None
+    except yaml.reader.ReaderError as e:  # a control character: YAML allows only printable text
+        raise UserError(f"cannot read config {path}: character {e.character!r} at position {e.position} is not "
+                        "allowed in YAML; fix the file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config {path}: {e}; fix the file") from None
+        raise UserError(f"cannot read config {path}: {' '.join(str(e).split())}; fix the file") from None
     except OSError as e:
         raise UserError(f"cannot read config {path} ({e.strerror}); check that you may read it") from None
     if raw is None:
@@ -401,6 +404,10 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return cfg
 
 
+MAX_PARAMETERS = 10**10
+MAX_BLOCK_SIZE = 2**20
+
+
 def validate(cfg: Config) -> None:
     m, t, d = cfg.model, cfg.train, cfg.data
 
@@ -445,6 +452,13 @@ def validate(cfg: Config) -> None:
         need(0.0 <= value < 1.0, f"config key '{key}' must be in [0, 1), got {value}")
     need(m.n_embd % m.n_head == 0,
          f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); change one of them")
+    # Far past any model attnlm is for, yet large enough not to stand in anyone's way: a typo here
+    # (a few extra zeros) would otherwise try to allocate the model and hang or exhaust memory.
+    params = m.n_layer * (4 + 2 * m.mlp_ratio) * m.n_embd ** 2
+    need(params <= MAX_PARAMETERS, f"model.n_layer ({m.n_layer}) and model.n_embd ({m.n_embd}) make about {params:.2g} "
+                                   f"parameters, more than attnlm builds ({MAX_PARAMETERS:.0e}); make the model smaller")
+    need(m.block_size <= MAX_BLOCK_SIZE, f"config key 'model.block_size' must be at most {MAX_BLOCK_SIZE:,} "
+                                         f"characters, got {m.block_size}")
     head = m.n_embd // m.n_head
     need(m.pos != "rope" or head % 2 == 0,
          f"rotary positions need an even head size, got n_embd/n_head = {head}; change n_embd or n_head")
