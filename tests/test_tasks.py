@@ -200,7 +200,7 @@ def test_attention_only_blocks_decode_with_the_cache_as_the_full_forward() -> No
 COPY = ["--config", "configs/induction.yaml", "--set", "data.task=copy", "--set", "data.task_vocab=null",
         "--set", "model.block_size=16", "--set", "model.n_embd=32", "--set", "train.batch_size=8",
         "--set", "train.steps_per_epoch=15", "--set", "train.eval_chars=512", "--set", "train.warmup_steps=5",
-        "--set", "train.min_lr=3e-3", "--set", "log.print_every=1", "--set", "log.tensorboard=false",
+        "--set", "train.lr=3e-3", "--set", "train.min_lr=3e-3", "--set", "log.print_every=1", "--set", "log.tensorboard=false",
         "--set", "log.timestamp=false"]
 
 
