@@ -401,3 +401,19 @@ def test_the_cli_names_the_same_check_by_its_option(ctx: SimpleNamespace, args: 
     assert result.stderr == f"error: {cli_message.replace('EMPTY', empty)}\n"
     assert str(refused(lambda: python(ctx))) == python_message.replace("EMPTY", empty)
     assert snapshot(*ctx.watched) == before
+
+
+def test_a_run_folder_that_exists_is_refused_in_each_surfaces_words(trained_run: tuple[Path, object],
+                                                                    small_corpus: Path) -> None:
+    run_dir, _ = trained_run
+    overrides = [f"data.path={small_corpus}", f"log.dir={run_dir.parent}", "log.timestamp=false"]
+    before = snapshot(run_dir)
+    with pytest.raises(UserError, match=rf"^run folder {re.escape(str(run_dir))} already exists; continue it with "
+                                        rf"attnlm\.resume\('{re.escape(str(run_dir))}'\), replace it with "
+                                        r"overwrite=True, or pick another name$"):
+        attnlm.train("configs/tiny.yaml", overrides, name=run_dir.name)
+    cli = run_cli("train", "--config", "configs/tiny.yaml", *(a for o in overrides for a in ("--set", o)),
+                  "--name", run_dir.name)
+    assert cli.returncode == 2
+    assert f"--resume {run_dir}, replace it with --overwrite, or pick another --name" in cli.stderr
+    assert snapshot(run_dir) == before

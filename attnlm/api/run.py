@@ -16,7 +16,7 @@ from attnlm.config import Config, ConfigSource, config_from_source
 from attnlm.errors import UserError
 from attnlm.store.checkpoint import load_checkpoint
 from attnlm.store.metrics import SUMMARY_FILE, read_metrics
-from attnlm.store.run_dir import folder_bytes, lock_run, new_run_dir, unlock_run
+from attnlm.store.run_dir import RunFolderExists, folder_bytes, lock_run, new_run_dir, unlock_run
 from attnlm.store.run_info import write_run_info
 
 
@@ -147,6 +147,9 @@ def train_or_resume(*, config: Path | None, overrides: list[str], resume_dir: Pa
     else:
         if config is None:
             raise UserError("give --config FILE (e.g. configs/tiny.yaml) or --resume RUN_DIR")
-        run = train(config, overrides, name=name, overwrite=overwrite, console=console,
-                    exit_on_second_interrupt=True)
+        try:
+            run = train(config, overrides, name=name, overwrite=overwrite, console=console,
+                        exit_on_second_interrupt=True)
+        except RunFolderExists as e:
+            raise UserError(e.cli_message) from None
     return run.exit_code

@@ -11,15 +11,23 @@ from attnlm import disk, locks
 from attnlm.errors import MachineError, UserError
 
 
+class RunFolderExists(UserError):
+    """A new run named after a folder that is already there. Said in Python's words; `cli_message` says it in
+    the command line's."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(f"run folder {folder} already exists; continue it with attnlm.resume('{folder}'), "
+                         "replace it with overwrite=True, or pick another name")
+        self.cli_message = (f"run folder {folder} already exists; continue it with --resume {folder}, "
+                            "replace it with --overwrite, or pick another --name")
+
+
 def new_run_dir(root: str | Path, name: str, timestamp: bool, overwrite: bool) -> Path:
     """Create `<root>/<name>[-YYYYmmdd-HHMMSS]`, refusing to reuse an existing folder unless asked."""
     folder = Path(root) / (f"{name}-{time.strftime('%Y%m%d-%H%M%S')}" if timestamp else name)
     if folder.exists():
         if not overwrite:
-            raise UserError(
-                f"run folder {folder} already exists; continue it with --resume {folder}, "
-                "replace it with --overwrite, or pick another --name"
-            )
+            raise RunFolderExists(folder)
         if folder.is_dir():
             unlock_run(lock_run(folder))  # never delete a run that is training right now
         try:
