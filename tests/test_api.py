@@ -154,7 +154,7 @@ def test_init_from_starts_at_the_source_models_loss(trained_run: tuple[Path, obj
                     "--set", f"train.init_from={source}", check=True)
     assert [(r["step"], r["epoch"]) for r in metrics(tmp_path / "tuned") if r["kind"] == "step"] == [(1, 1), (2, 1)]
     assert json.loads((tmp_path / "tuned" / "summary.json").read_text())["steps"] == 2, tuned.stdout
-    first = metrics(tmp_path / "tuned")[0]["loss"]
+    first = next(r for r in metrics(tmp_path / "tuned") if r["kind"] == "step")["loss"]
     # Step 1's loss is the source's best.pt on the run's first batch (train.seed's sampler, same text), before
     # any update: computed here the same way, on one thread as the CLI runs, it is the same number. A fresh
     # model (~ln(vocab) = 4.2), last.pt, a partial load or another vocabulary order would each be far off.
