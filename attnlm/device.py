@@ -19,7 +19,7 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
     if name == "auto":
         return auto_device()
     # How to ask for the CPU instead, in the words of the setting: an option, a config key or an API argument.
-    fix = f"use {what} cpu" if what.startswith("--") else f"use --set {what}=cpu" if "." in what else f"use {what}='cpu'"
+    fix = f"use {what} cpu" if what.startswith("--") else f"set {what} to cpu" if "." in what else f"use {what}='cpu'"
     if name == "mps":
         if not mps_available():
             raise UserError(f"{what} is 'mps' but Apple's MPS is not available here (it needs a Mac with Apple "

@@ -37,7 +37,7 @@ def test_an_absent_device_is_one_clear_error(name: str, present: bool, why: str)
     if present:
         assert resolve_device(name).type == name.split(":")[0]
         return
-    with pytest.raises(UserError, match=rf"^train\.device is '{name}' but {why}; use --set train\.device=cpu$"):
+    with pytest.raises(UserError, match=rf"^train\.device is '{name}' but {why}; set train\.device to cpu$"):
         resolve_device(name)
     with pytest.raises(UserError, match=rf"^--device is '{name}' but {why}; use --device cpu$"):
         resolve_device(name, "--device")

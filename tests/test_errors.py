@@ -135,7 +135,7 @@ CASES = [
     Case("log-dir-is-a-file", lambda ws, corpus: train_args(ws, corpus, "--set", f"log.dir={write(ws / 'notes', 'x')}"),
          rf"cannot create run folder {P}notes/tiny \(Not a directory\); set log\.dir to a folder you can write to"),
     Case("cuda-absent", with_set("train.device=cuda"),
-         r"train\.device is 'cuda' but CUDA is not available here; use --set train\.device=cpu"),
+         r"train\.device is 'cuda' but CUDA is not available here; set train\.device to cpu"),
     Case("device-typo", with_set("train.device=gpu"),
          r"config key 'train\.device' must be one of auto, cpu, cuda, cuda:N or mps, got 'gpu' \(a GPU is cuda on "
          r"NVIDIA, mps on a Mac\)"),

@@ -401,5 +401,5 @@ def make_server(model: ExploredModel, host: str, port: int, token: str | None = 
     try:
         return ExploreServer(model, host, port, token, timeout, deadline)
     except OSError as e:
-        raise UserError(f"cannot serve on {host}:{port} ({e.strerror or e}); pick another port with --port N "
-                        "(--port 0 takes any free one)") from None
+        raise UserError(f"cannot serve on {host}:{port} ({e.strerror or e}); pick another port "
+                        "(port 0 takes any free one)") from None
