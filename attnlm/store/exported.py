@@ -8,6 +8,8 @@ truncated or foreign file ends with one line naming it, never with a model that 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,15 +63,22 @@ def _bad(path: Path, problem: str, fix: str = AGAIN) -> UserError:
     return UserError(f"{path} {problem}; {fix}")
 
 
-def _read_json(path: Path) -> Any:
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """One of the export's files read inside: a missing, special or unreadable file is one line naming it."""
     try:
-        raw = read_regular(path, JSON_LIMIT)
+        yield
     except FileNotFoundError:
         raise UserError(f"{path.parent} is not a complete attnlm export ({path.name} is missing); {AGAIN}") from None
     except NotText as e:
         raise _bad(path, e.reason) from None
     except OSError as e:
         raise _bad(path, f"cannot be read ({e.strerror})", "check that you may read it") from None
+
+
+def _read_json(path: Path) -> Any:
+    with _reading(path):
+        raw = read_regular(path, JSON_LIMIT)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -237,18 +246,12 @@ def load_export(folder: str | Path, device: torch.device | str = "cpu") -> tuple
     cfg, vocab_size, tied = _check_config(config_path, meta)
     vocab = _check_vocab(vocab_path, _read_json(vocab_path), vocab_size, config_path)
     try:
-        with open_regular(weights_path) as f:
+        with _reading(weights_path), open_regular(weights_path) as f:
             header, metadata = _read_header(weights_path, f)
             # Read only once it is known to hold the model config.json describes, so its size is that model's.
             _check_weights(weights_path, header, metadata, cfg, vocab, tied, config_path)
             f.seek(0)
             tensors = load(f.read())
-    except FileNotFoundError:
-        raise UserError(f"{folder} is not a complete attnlm export ({WEIGHTS} is missing); {AGAIN}") from None
-    except NotText as e:
-        raise _bad(weights_path, e.reason) from None
-    except OSError as e:
-        raise _bad(weights_path, f"cannot be read ({e.strerror})", "check that you may read it") from None
     except SafetensorError as e:
         raise _bad(weights_path, f"is not a valid safetensors file ({_first_line(e)})") from None
     model = AttnLM(cfg.model, vocab.size)
