@@ -496,10 +496,6 @@ def model_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
     return [f"model.{k}" for k in vars(a) if getattr(a, k) != getattr(b, k)]
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-
-
 def reference() -> list[tuple[str, str, str]]:
     """(key, default, doc) for every field: the config reference in docs/configuration.md is generated from this."""
     rows = []

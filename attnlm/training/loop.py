@@ -132,7 +132,7 @@ class Trainer:
 
     def check_room(self, folder: Path, freed: int = 0) -> None:
         """Refuse to start unless the disk holds the checkpoints this run adds (training.checkpoints)."""
-        if self.resumed and self._finished():
+        if self.resumed and self.finished():
             return  # nothing will be written
         resume_command = distributed.resume_command(self.dist, folder) if self.resumed else None
         checkpoints.check_room(folder, self.checkpoint_size, resume_command, freed)
@@ -201,7 +201,7 @@ class Trainer:
         Ctrl-C ends the process when `exit_process`, else raises KeyboardInterrupt (a notebook's kernel)."""
         self.run_dir = run_dir
         self.reporter.run_dir = run_dir
-        if self.resumed and self._finished() and (run_dir / SUMMARY_FILE).exists():
+        if self.resumed and self.finished() and (run_dir / SUMMARY_FILE).exists():
             # Nothing to redo; running the end of training again would only rewrite its summary and logs.
             self.reporter.already_finished(self.state.step)
             return 0
@@ -228,7 +228,8 @@ class Trainer:
         finally:
             self.reporter.close()
 
-    def _finished(self) -> bool:
+    def finished(self) -> bool:
+        """Whether the run has spent its epochs, max_steps or max_time (resume asks too)."""
         st, t = self.state, self.cfg.train
         return st.epoch > t.epochs or bool(t.max_steps and st.step >= t.max_steps) or bool(
             t.max_time and max(st.elapsed, st.spent_budget) >= t.max_time)

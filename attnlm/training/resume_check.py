@@ -245,7 +245,7 @@ def accept_resume(run_dir: Path, resumed: Resumed, trainer: Trainer, console: Co
     # A finished run trains nothing (its checkpoint keeps its config and data); one that trains saves the
     # config it goes on with. config.yaml is rewritten when it differs from that and attnlm wrote it (e.g. a
     # resume with overrides that never saved), when a change was taken, and when it went missing.
-    trains = not trainer._finished()
+    trains = not trainer.finished()
     target = trainer.cfg if trains else resumed.saved
     path = run_dir / CONFIG_FILE
     stale = resumed.written_text is not None and resumed.written_text != config_text(target)
