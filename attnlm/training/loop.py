@@ -249,7 +249,12 @@ class Trainer:
             steps_before = st.step_in_epoch
             step_clock = time.perf_counter()
             while st.step_in_epoch < self.steps_per_epoch:
-                if (t.max_steps and st.step >= t.max_steps) or self.clock.out_of_time():
+                out_of_steps = bool(t.max_steps and st.step >= t.max_steps)
+                if out_of_steps or self.clock.out_of_time():
+                    if not out_of_steps:
+                        # Marked now: the clock's verdict foresees the final evaluation, so once that has run it
+                        # may no longer say the budget is spent, and a resume would train a new one.
+                        st.spent_budget = t.max_time
                     # The end of the run, not a pause: the LR schedule was annealed to this point, so the partial
                     # epoch is evaluated and closed. Raising max_steps on --resume extends the run on a new, longer
                     # schedule (not bit-equal to a run planned that long); a pause that resumes exactly is a signal.
