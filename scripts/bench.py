@@ -47,15 +47,20 @@ console = Console(highlight=False)
 
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    info: dict[str, Any] = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                            "load1": os.getloadavg()[0]}
+    cpu = fields.get("model name", cpu)
+    if "cpu family" in fields:  # a cloud CPU's name can be as bare as "AMD EPYC": family and model tell which
+        cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    flags = set(fields.get("flags", "").split())
+    info: dict[str, Any] = {"cpu": cpu, "cpu_flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+                                                    if f in flags],
+                            "threads": torch.get_num_threads(), "torch": torch.__version__, "load1": os.getloadavg()[0]}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -87,7 +92,7 @@ def sync(device: torch.device) -> None:
 
 
 # nanoGPT's documented CPU recipe for tiny Shakespeare (its README), fp32, with evaluations as it prints them.
-# Its shape is written once: the whole run (`nanogpt`) and the in-process iteration (`NanoGPTStep`) share it.
+# Its shape is written once: the speedrun's whole run, the throughput pairs and the FLOP count share it.
 NANOGPT_MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
 NANOGPT_BATCH, NANOGPT_ITERS = 12, 2000
 NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--dtype=float32",
@@ -99,106 +104,197 @@ NANOGPT_TOKENS = NANOGPT_ITERS * NANOGPT_STEP_TOKENS  # what the whole recipe tr
 
 
 # ----- (1) throughput ------------------------------------------------------------------------------
-class NanoGPTStep:
-    """One training iteration of nanoGPT's CPU recipe in this process: its own GPT and AdamW from DIR/model.py,
-    the body of its train.py loop (batch from the memmapped train.bin, fp32 forward and backward, clip at 1.0,
-    step, zero_grad). In one process the two programs' windows can alternate, so a machine whose speed drifts
-    (seen here: +-30 % within minutes) slows both alike."""
+def nanogpt_model(folder: Path) -> torch.nn.Module:
+    """nanoGPT's GPT of the recipe's shape, from DIR's own model.py (for counting its FLOPs)."""
+    import importlib.util
 
-    def __init__(self, folder: Path) -> None:
-        import importlib.util
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(1337)
+    return module.GPT(module.GPTConfig(**NANOGPT_MODEL, vocab_size=65, dropout=0.0, bias=False))
 
-        import numpy as np
 
-        spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        torch.manual_seed(1337)
-        cfg = module.GPTConfig(**NANOGPT_MODEL, vocab_size=65, dropout=0.0, bias=False)  # as its shakespeare_char config
-        self.model = module.GPT(cfg)
-        self.optimizer = self.model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
-        self.train_bin, self.np = folder / "data" / "shakespeare_char" / "train.bin", np
+def matmul_flops_per_token(forward_backward: Any, tokens: int) -> float:
+    """The matrix-product FLOPs of one forward and backward pass, counted by torch's FlopCounterMode as the
+    kernels run (matmuls and attention; the elementwise rest is not counted), per token of the batch."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        data = self.np.memmap(self.train_bin, dtype=self.np.uint16, mode="r")  # as train.py: a new map each batch
-        T = NANOGPT_MODEL["block_size"]
-        ix = torch.randint(len(data) - T, (NANOGPT_BATCH,))
-        x = torch.stack([torch.from_numpy(data[i:i + T].astype(self.np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(self.np.int64)) for i in ix])
-        return x, y
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward_backward()
+    return counter.get_total_flops() / tokens
 
-    def step(self) -> None:
-        _, loss = self.model(*self.batch())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+
+def peak_matmul(dtype: torch.dtype, seconds: float = 0.5) -> float:
+    """This machine's matrix-product rate now, in GFLOP/s: the best of square products of a few sizes on the
+    default threads, each timed for about `seconds` after a warm-up."""
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        reps, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / elapsed / 1e9)
+    return best
+
+
+def steady_rate(times: list[tuple[int, float]], skip: int, steps: int, tokens_per_step: int) -> float:
+    """Tokens/s over the steps after `skip`: (step, seconds since the process's training began) pairs."""
+    at = dict(times)
+    return (steps - skip) * tokens_per_step / (at[steps] - at[skip])
+
+
+def attnlm_process(args: argparse.Namespace, data: str | None, steps: int, skip: int, out: Path) -> float:
+    """One whole `attnlm train` process of `steps` steps; its steady tokens/s from the clock in its step rows."""
+    cfg = config_for(args)
+    cmd = [sys.executable, "-m", "attnlm", "train", "--config", str(args.config), "--overwrite",
+           "--set", f"log.dir={out}", "--set", "log.timestamp=false", "--set", "log.name=throughput"]
+    for s in [*args.set, *([f"data.path={data}"] if data else []), "train.max_time=null", f"train.max_steps={steps}",
+              "train.epochs=1", f"train.steps_per_epoch={steps}", "log.print_every=10", "log.tensorboard=false",
+              "log.sample_chars=0", "log.head_scores=false"]:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "110"})
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+        raise SystemExit(f"attnlm train exited {proc.returncode}")
+    rows = [json.loads(line) for line in (out / "throughput" / "metrics.jsonl").read_text().splitlines() if line]
+    times = [(r["step"], r["elapsed"]) for r in rows if r.get("kind") == "step"]
+    t = cfg.train
+    return steady_rate(times, skip, steps, t.batch_size * t.grad_accum_steps * cfg.model.block_size)
+
+
+def nanogpt_process(folder: Path, python: str, steps: int, skip: int) -> float:
+    """One whole process of nanoGPT's CPU recipe cut to `steps` iterations, evaluating only before the first;
+    its steady tokens/s from the time it prints for every iteration (log_interval=1), iterations `skip` on."""
+    cmd = [python, "train.py", *NANOGPT_RECIPE, f"--max_iters={steps}", f"--lr_decay_iters={steps}",
+           f"--eval_interval={10 * steps}", "--log_interval=1"]
+    with tempfile.TemporaryDirectory(prefix="nanogpt-out-") as out:
+        proc = subprocess.run([*cmd, f"--out_dir={out}"], cwd=folder, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+        raise SystemExit(f"nanoGPT's train.py exited {proc.returncode}")
+    return (steps - skip) * NANOGPT_STEP_TOKENS / nanogpt_seconds(proc.stdout, skip, steps)
+
+
+def nanogpt_seconds(stdout: str, skip: int, steps: int) -> float:
+    """The wall time of nanoGPT's iterations skip .. steps - 1 (attnlm's steps skip + 1 .. steps) from what its
+    train.py prints with log_interval=1: each iteration's time runs from the end of the one before, so the sum
+    is the time between the two ends."""
+    ms = {int(k): float(v) for k, v in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", stdout)}
+    missing = [k for k in range(skip, steps) if k not in ms]
+    if missing:
+        raise SystemExit(f"nanoGPT printed no time for iteration {missing[0]} (is log_interval 1?)")
+    return sum(ms[k] for k in range(skip, steps)) / 1000
+
+
+def profile_steps(cfg: Config, steps: int = 20) -> str:
+    """Where one training step's time goes: torch.profiler over `steps` steps of the Trainer after warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from attnlm.api import Trainer
+
+    trainer = Trainer(cfg, Console(quiet=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.run_dir = Path(tmp)
+        for _ in range(30):
+            trainer.step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                trainer.step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
-    """Tokens/s of the Trainer's own optimizer step (NaN guard and all), after warm-up and compile.
-
-    With --vs-nanogpt DIR, nanoGPT's CPU recipe first runs whole on the same machine (the ratio to its whole
-    process, evaluations and start-up included), then its training iteration (NanoGPTStep) alternates with
-    ours window by window in this process (the ratio of steady steps: the median over the pairs of windows)."""
+    """Steady-state training tokens/s of whole `attnlm train` processes, and with --vs-nanogpt DIR of whole
+    processes of nanoGPT's CPU recipe, alternated A B A B: each process times its own steps after --skip, so
+    start-up, compiling and evaluations stay out, and a drift in the machine's speed hits both of a pair alike.
+    Beside it, the physical limit measured in the same run: the matmul FLOPs per token, the machine's peak
+    matmul rate (fp32, and bf16 where the CPU has it), and the share of it each program uses."""
     from attnlm.api import Trainer
 
+    if args.skip % 10 or args.steps % 10 or not 0 < args.skip < args.steps:
+        raise SystemExit("--skip and --steps must be multiples of 10 (attnlm logs every 10 steps), skip < steps")
     folder = Path(args.vs_nanogpt).expanduser().resolve() if args.vs_nanogpt else None
-    theirs = nanogpt(folder, args.nanogpt_python) if folder else None
+    if folder and not (folder / "data" / "shakespeare_char" / "train.bin").is_file():
+        raise SystemExit(f"{folder} is not a nanoGPT checkout with data/shakespeare_char prepared")
+    data = args.data or (str(folder / "data" / "shakespeare_char" / "input.txt") if folder else None)
+    if data:
+        args.data = data
     cfg = config_for(args)
-    cfg.train.max_time = None  # a time budget would anneal the LR; irrelevant to speed
     cfg.log.tensorboard = False
-    trainer = Trainer(cfg, Console(quiet=True))
-    reference = NanoGPTStep(folder) if folder else None
+    peak = {"fp32": peak_matmul(torch.float32)}
+    if cpu_has_bf16():
+        peak["bf16"] = peak_matmul(torch.bfloat16)
 
-    def window(step: Any, steps: int, tokens: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(trainer.device)
-        return steps * tokens / (time.perf_counter() - t0)
-
+    eager = config_for(args)
+    eager.train.compile, eager.train.precision = False, "fp32"  # counting runs eagerly; the count is the same
+    counted = Trainer(eager, Console(quiet=True))
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size
     with tempfile.TemporaryDirectory() as tmp:
-        trainer.run_dir = Path(tmp)
-        t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            trainer.step()
-        sync(trainer.device)
-        warmup_s = time.perf_counter() - t0
-        tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size
-        if reference:
-            window(reference.step, 10, NANOGPT_STEP_TOKENS)
-        rates, reference_rates = [], []
-        for _ in range(args.windows):
-            rates.append(window(trainer.step, args.steps, tokens_per_step))
-            if reference:
-                reference_rates.append(window(reference.step, args.steps, NANOGPT_STEP_TOKENS))
-    median = statistics.median(rates)
+        counted.run_dir = Path(tmp)
+        ours_flops = matmul_flops_per_token(counted.step, tokens_per_step)
+    del counted
+    theirs_flops = None
+    if folder:
+        model = nanogpt_model(folder)
+        T = NANOGPT_MODEL["block_size"]
+        x = torch.randint(0, 65, (NANOGPT_BATCH, T))
+        theirs_flops = matmul_flops_per_token(lambda: model(x, x)[1].backward(), NANOGPT_STEP_TOKENS)
+
+    ours, theirs = [], []
+    for i in range(args.pairs):
+        if folder:
+            theirs.append(nanogpt_process(folder, args.nanogpt_python, args.steps, args.skip))
+        with tempfile.TemporaryDirectory(prefix="attnlm-bench-") as out:
+            ours.append(attnlm_process(args, data, args.steps, args.skip, Path(out)))
+        console.print(f"pair {i + 1}: attnlm {ours[-1]:,.0f} tokens/s" +
+                      (f", nanoGPT {theirs[-1]:,.0f}, ratio {ours[-1] / theirs[-1]:.2f}" if folder else ""))
+    median = statistics.median(ours)
+    trainer_cfg = config_for(args)
+    bf16 = use_bf16(resolve_device(trainer_cfg.train.device), trainer_cfg.train.precision)
+    compiled = use_compile(resolve_device(trainer_cfg.train.device), trainer_cfg.train.compile, bf16)
     m, t = cfg.model, cfg.train
     arch = (f"{m.n_layer}x{m.n_head}x{m.n_embd} ctx {m.block_size} batch {t.batch_size} {m.pos} {m.norm} "
             f"{m.activation}{' qk_norm' if m.qk_norm else ''}{' mlp' if m.mlp else ''} "
-            f"{'bf16' if trainer.bf16 else 'fp32'}{' compile' if trainer.compiled else ''}")
+            f"{'bf16' if bf16 else 'fp32'}{' compile' if compiled else ''}")
+    ours_gflops = median * ours_flops / 1e9
+    own_peak = peak["bf16" if bf16 and "bf16" in peak else "fp32"]
     rows = [("config", f"{args.config} {' '.join(args.set)}".strip()), ("model", arch),
-            ("parameters", f"{trainer.model.num_params():,}"), ("device", str(trainer.device)),
-            ("warm-up", f"{args.warmup} steps in {warmup_s:.1f}s"),
-            ("windows (tokens/s)", " ".join(f"{r:,.0f}" for r in rates)),
-            ("median tokens/s", f"{median:,.0f}"), ("ms per step", f"{1000 * tokens_per_step / median:.2f}")]
-    record: dict[str, Any] = {"config": str(args.config), "set": args.set, "model": arch,
-                              "tokens_per_s": round(median), "windows": [round(r) for r in rates],
-                              "steps_per_window": args.steps, "warmup_s": round(warmup_s, 2)}
-    if theirs:
-        ratios = [ours / ref for ours, ref in zip(rates, reference_rates, strict=True)]
-        process = theirs["tokens"] / theirs["wall_seconds"]
-        rows += [("nanoGPT iteration, alternating windows", " ".join(f"{r:,.0f}" for r in reference_rates)),
-                 ("attnlm / nanoGPT, per pair of windows", " ".join(f"{r:.2f}" for r in ratios)),
-                 ("attnlm / nanoGPT, steady steps (median)", f"{statistics.median(ratios):.2f}x"),
-                 ("nanoGPT: whole process (run first)", f"{theirs['wall_seconds']:.1f}s = {process:,.0f} tokens/s, "
-                                                        f"median step {theirs['median_step_ms']:.1f} ms"),
-                 ("attnlm / nanoGPT, its whole process", f"{median / process:.2f}x")]
-        record |= {"nanogpt": theirs, "nanogpt_windows": [round(r) for r in reference_rates],
-                   "vs_nanogpt_steady": round(statistics.median(ratios), 3),
-                   "vs_nanogpt_process": round(median / process, 3)}
-    return emit("throughput", rows, record)
+            ("method", f"{args.pairs} whole processes each, alternated; steps {args.skip + 1}-{args.steps} timed by "
+                       "each process's own clock"),
+            ("peak matmul GFLOP/s, measured now", "  ".join(f"{k} {v:,.0f}" for k, v in peak.items())),
+            ("attnlm tokens/s per process", " ".join(f"{r:,.0f}" for r in ours)),
+            ("attnlm median tokens/s", f"{median:,.0f}"),
+            ("attnlm matmul FLOPs per token", f"{ours_flops / 1e6:.2f} M"),
+            ("attnlm matmul GFLOP/s, share of peak",
+             f"{ours_gflops:,.0f} = {100 * ours_gflops / peak['fp32']:.0f}% of fp32 peak"
+             + (f", {100 * ours_gflops / own_peak:.0f}% of bf16 peak" if bf16 and "bf16" in peak else ""))]
+    record: dict[str, Any] = {"config": str(args.config), "set": args.set, "model": arch, "pairs": args.pairs,
+                              "steps": args.steps, "skip": args.skip, "tokens_per_s": round(median),
+                              "per_process": [round(r) for r in ours], "peak_gflops": {k: round(v) for k, v in peak.items()},
+                              "matmul_flops_per_token": round(ours_flops), "matmul_gflops": round(ours_gflops, 1)}
+    if folder:
+        ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+        their_median = statistics.median(theirs)
+        their_gflops = their_median * theirs_flops / 1e9
+        rows += [("nanoGPT tokens/s per process", " ".join(f"{r:,.0f}" for r in theirs)),
+                 ("nanoGPT matmul FLOPs per token", f"{theirs_flops / 1e6:.2f} M"),
+                 ("nanoGPT matmul GFLOP/s, share of fp32 peak",
+                  f"{their_gflops:,.0f} = {100 * their_gflops / peak['fp32']:.0f}%"),
+                 ("attnlm / nanoGPT per pair", " ".join(f"{r:.2f}" for r in ratios)),
+                 ("attnlm / nanoGPT, median (min-max)",
+                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")]
+        record |= {"nanogpt_per_process": [round(r) for r in theirs], "nanogpt_flops_per_token": round(theirs_flops),
+                   "nanogpt_gflops": round(their_gflops, 1), "ratios": [round(r, 3) for r in ratios],
+                   "vs_nanogpt": round(statistics.median(ratios), 3)}
+    result = emit("throughput", rows, record)
+    if args.profile:
+        console.print(profile_steps(cfg))
+    return result
 
 
 # ----- (2) speedrun --------------------------------------------------------------------------------
@@ -247,6 +343,11 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
                       f"{theirs['wall_seconds']:.1f}s wall (load {theirs['load_before']:.2f} / "
                       f"{theirs['load_after']:.2f})")
         args.set = [*args.set, f"train.max_time={theirs['wall_seconds'] - args.overhead:.1f}"]
+        if args.eval_every:
+            # Evaluations on a fixed subset every few seconds, to time when our val first reaches nanoGPT's
+            # final one; they run inside the budget, so they cost our run training time.
+            args.set += [f"train.steps_per_epoch={args.eval_every}", "train.epochs=1000000",
+                         f"train.eval_chars={args.eval_chars}", "log.head_scores=false"]
     cfg = config_for(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="attnlm-bench-"))
     name = cfg.log.name or Path(args.config).stem
@@ -287,6 +388,21 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
             ("process wall time", f"{wall:.1f}s"), ("compile cache", cache),
             ("tokens/s (incl. compile + evals)", f"{tokens / summary['seconds']:,.0f}"),
             ("load avg before / after", f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"), ("run", str(run))]
+    record_extra: dict[str, Any] = {}
+    if theirs and args.eval_every:
+        # The final model's full validation pass (the run's last evaluation covered only the subset).
+        full_val = attnlm.load(run / "checkpoints" / "last.pt").evaluate(full=True).loss
+        startup = wall - summary["seconds"]  # start-up and writing the run: counted whole against us
+        reached = next((e for e in epochs if e["val_loss"] <= theirs["val_loss"]), None)
+        to_target = reached["elapsed"] + startup if reached else None
+        rows += [("val at nanoGPT's wall time (full pass of the final model)", f"{full_val:.4f}"),
+                 ("evaluations", f"every {args.eval_every} steps on {args.eval_chars:,} characters"),
+                 ("time to nanoGPT's final val",
+                  f"{to_target:.1f}s at step {reached['step']} (val {reached['val_loss']:.4f}): "
+                  f"{theirs['wall_seconds'] / to_target:.1f}x faster" if reached else "not reached")]
+        record_extra = {"full_val_loss": round(full_val, 4), "eval_every": args.eval_every,
+                        "seconds_to_nanogpt_val": round(to_target, 1) if reached else None,
+                        "speedup_to_nanogpt_val": round(theirs["wall_seconds"] / to_target, 2) if reached else None}
     if theirs:
         rows += [("nanoGPT CPU recipe: val loss (last eval, 20 batches)", f"{theirs['val_loss']:.4f}"),
                  ("nanoGPT: steps / process wall time", f"{theirs['step']} / {theirs['wall_seconds']:.1f}s"),
@@ -299,7 +415,8 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
                                    "train_seconds": round(summary["seconds"], 2), "wall_seconds": round(wall, 2),
                                    "compile_cache": "warm" if warm else "cold",
                                    "tokens_per_s": round(tokens / summary["seconds"]),
-                                   "val_curve": [round(e["val_loss"], 4) for e in epochs], "run": str(run)})
+                                   "val_curve": [round(e["val_loss"], 4) for e in epochs], "run": str(run),
+                                   **record_extra})
 
 
 # ----- (3) sampling --------------------------------------------------------------------------------
@@ -552,12 +669,14 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--data", default=None, help="corpus to use instead of the config's data.path")
         p.add_argument("--set", action="append", default=[], help="section.key=value override (repeatable)")
 
-    p = sub.add_parser("throughput", help="training tokens/s of one config")
+    p = sub.add_parser("throughput", help="steady training tokens/s of whole processes, and the share of peak")
     common(p, "configs/reference-cpu.yaml")
-    p.add_argument("--warmup", type=int, default=30, help="untimed steps first (compile happens here)")
-    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
-    p.add_argument("--steps", type=int, default=50, help="steps per timed window")
-    nanogpt_options(p, "run its CPU recipe first and compare tokens/s")
+    p.add_argument("--pairs", type=int, default=5, help="processes of each program, alternated (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=400, help="steps of each process (default: %(default)s)")
+    p.add_argument("--skip", type=int, default=100,
+                   help="steps left out of the timing, start-up and compile among them (default: %(default)s)")
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler's table of 20 of our steps")
+    nanogpt_options(p, "alternate whole processes of its CPU recipe with ours (default data: its input.txt)")
     p.set_defaults(func=throughput)
 
     p = sub.add_parser("speedrun", help="train under the config's time budget; final val loss")
@@ -571,6 +690,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overhead", type=float, default=8.0,
                    help="with --vs-nanogpt: seconds of attnlm's process outside train.max_time (start-up, the "
                         "final validation pass, writing the run); max_time = nanoGPT's wall time - this")
+    p.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                   help="with --vs-nanogpt: evaluate every STEPS steps to time when our val first reaches nanoGPT's "
+                        "final val (the final model then gets a full validation pass afterwards)")
+    p.add_argument("--eval-chars", type=int, default=32768,
+                   help="with --eval-every: characters of each of those evaluations (default: %(default)s)")
     p.set_defaults(func=speedrun)
 
     p = sub.add_parser("sample", help="characters/s with and without the key/value cache")

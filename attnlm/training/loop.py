@@ -275,7 +275,7 @@ class Trainer:
                     value = loss.item()
                     bar.set_postfix(loss=f"{value:.4f}")
                     self.reporter.step(st.step, st.epoch, value, self.optimizer.param_groups[0]["lr"],
-                                       float(self.last_grad_norm))
+                                       float(self.last_grad_norm), self.clock.elapsed())
                 if self.stop_signal is not None or (t.checkpoint_every and st.step % t.checkpoint_every == 0
                                                     and st.step_in_epoch < self.steps_per_epoch):
                     self._fold_epoch_totals(epoch_loss, epoch_correct, st.step_in_epoch - steps_before, step_clock)

@@ -120,12 +120,14 @@ class Reporter:
         return (f"{len(self.corpus.train):,} train / {len(self.corpus.val):,} val chars"
                 f"{'' if plan is None or plan.full else f' (each epoch evaluates {plan.evaluated:,})'}")
 
-    def step(self, step: int, epoch: int, loss: float, lr: float, grad_norm: float) -> None:
+    def step(self, step: int, epoch: int, loss: float, lr: float, grad_norm: float, elapsed: float) -> None:
+        """A step row. `elapsed` (the run's training clock) lets a benchmark time the steady steps between two
+        rows inside one whole process, start-up and evaluations left out."""
         if not self.is_main:
             return
         self.tb.scalars(step, {"loss/train_step": loss, "lr": lr, "grad_norm": grad_norm})
         self.append_metrics({"kind": "step", "step": step, "epoch": epoch, "loss": loss, "lr": lr,
-                             "grad_norm": grad_norm})
+                             "grad_norm": grad_norm, "elapsed": round(elapsed, 4)})
 
     def epoch(self, stats: EpochStats, history: list[EpochStats], final: bool) -> None:
         """The epoch's record: one row of the table, its scalars, the probe's attention and its metrics line.
