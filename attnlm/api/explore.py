@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import webbrowser
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,11 @@ from attnlm.errors import ArgumentValueError, UserError
 from attnlm.explore.guard import check_token, is_loopback, is_wildcard
 from attnlm.explore.model_access import ExploredModel
 from attnlm.explore.server import ExploreServer, make_server, start
-from attnlm.store.run_dir import resolve_checkpoint
+from attnlm.store.run_dir import list_run_dirs, resolve_checkpoint
+
+# The model a learner with no run is offered: small enough to train in about half a minute on a laptop CPU,
+# trained on English text so that its attention has words to show (docs/lesson.md starts from it).
+LESSON_CONFIG = Path("configs/tiny.yaml")
 
 
 def open_explored(run: str | None, checkpoint: str | None, device: str = "cpu") -> ExploredModel:
@@ -47,15 +52,34 @@ def start_explorer(run: str | None = None, checkpoint: str | None = None, host: 
                                device), host, port, token)
 
 
+def offer_lesson_run(ask: Callable[[str], bool], root: str | Path = "runs") -> str | None:
+    """With no trained run under `root` and the lesson's config at hand, ask whether to train it now; the new
+    run's folder if the answer is yes, else None (and the command then says how to train one)."""
+    if any(any((p / "checkpoints").glob("*.pt")) for p in list_run_dirs(root)) or not LESSON_CONFIG.is_file():
+        return None
+    if not ask(f"There is no trained model under {root}/ yet. Train the lesson model now ({LESSON_CONFIG}, "
+               "about half a minute on a laptop CPU)?"):
+        return None
+    from attnlm.api.run import train
+
+    result = train(LESSON_CONFIG)
+    if result.exit_code != 0:  # interrupted: its last.pt is kept, but there is nothing finished to show
+        raise UserError(f"training stopped before the end; `attnlm train --resume {result.dir}` continues it")
+    return str(result.dir)
+
+
 def explore(run: str | None, checkpoint: str | None, host: str, port: int, open_browser: bool, device: str,
-            print_line: Any = print, token: str | None = None) -> None:
-    """The `attnlm explore` command: load, serve until Ctrl-C."""
+            print_line: Any = print, token: str | None = None, ask: Callable[[str], bool] | None = None) -> None:
+    """The `attnlm explore` command: load, serve until Ctrl-C. `ask` (a yes/no question, given only when
+    someone is at the terminal) lets a learner with no run train the lesson model first."""
     check_port("--port", port)
     if token is not None:
         try:
             check_token(token, "--token")
         except ValueError as e:
             raise UserError(str(e)) from None
+    if run is None and checkpoint is None and ask is not None:
+        run = offer_lesson_run(ask)
     model = open_explored(run, checkpoint, device)
     server = make_server(model, host, port, token)
     print_line(f"attnlm explore: {model.source} at {server.url}  (Ctrl-C to stop)")
