@@ -66,7 +66,7 @@ def test_entropy_distance_and_shares_of_known_matrices() -> None:
     assert flat.prev == pytest.approx(sum(1 / (i + 1) for i in range(1, T)) / (T - 1))
     assert (prev.entropy, prev.distance, prev.prev, prev.self) == pytest.approx((0.0, 1.0, 1.0, 0.0))
     assert (self_.entropy, self_.distance, self_.self) == pytest.approx((0.0, 0.0, 1.0))
-    assert [h.name for h in stats.heads] == ["L0H0", "L0H1", "L0H2"]
+    assert [h.name for h in stats.heads] == ["head 0.0", "head 0.1", "head 0.2"]
     assert stats.entropy == pytest.approx(flat.entropy / 3)
 
 
@@ -82,19 +82,19 @@ def test_a_head_that_finds_a_pattern_is_named() -> None:
     T = len(TEXT)
     before = measure(stack(uniform(T), uniform(T)), TEXT)
     after = measure(stack(uniform(T), blend(previous_char(T), 0.8, T)), TEXT)
-    assert describe(before, after) == "L0H1 looks at the previous char"
+    assert describe(before, after) == "head 0.1 reads the previous char"
     spaces = measure(torch.stack([stack(uniform(T))[0], stack(blend(last_space(TEXT), 0.7, T))[0]]), TEXT)
-    assert describe(before, spaces) == "L1H0 looks back to the last space"
+    assert describe(before, spaces) == "head 1.0 reads the last space"
     first = torch.zeros(T, T)
     first[:, 0] = 1.0
-    assert describe(None, measure(stack(first), TEXT)) == "L0H0 rests on the first char"
-    assert describe(None, measure(stack(torch.eye(T)), TEXT)) == "L0H0 attends to itself"
+    assert describe(None, measure(stack(first), TEXT)) == "head 0.0 rests on the first char"
+    assert describe(None, measure(stack(torch.eye(T)), TEXT)) == "head 0.0 attends to itself"
     # A third each on itself and the two characters before it: no single character, but only nearby ones.
     near = sum(torch.diag(torch.ones(T - k), -k) for k in range(3))
     near = near / near.sum(-1, keepdim=True)
     [local] = measure(stack(near), TEXT).heads
     assert local.distance == pytest.approx((0 + 0.5 + 25 * 1.0) / 26) and local.prev < 0.5
-    assert describe(before, measure(stack(near), TEXT)) == "L0H0 looks only 1.0 chars back"
+    assert describe(before, measure(stack(near), TEXT)) == "head 0.0 looks only 1.0 chars back"
     assert describe(None, measure(stack(uniform(8)), "a b c de")) is None  # a uniform head on a short text is not local
     # Already there the epoch before: not news, and nothing else moved.
     assert describe(after, after) is None
@@ -124,10 +124,10 @@ def test_the_observation_cell_keeps_the_loss_reading_and_adds_attention_on_a_sec
     console = Console(record=True, width=100, color_system=None)
     table = EpochTable(console)
     stats = EpochStats(1, 30, 2.5, 0.3, 2.4, 0.31, 1e-3, 1.2, 1.2, 1000.0)
-    table.add(stats, join_notes("loss decreases, accuracy improves", "L1H2 looks back to the last space"))
+    table.add(stats, join_notes("loss decreases, accuracy improves", "head 1.2 reads the last space"))
     table.add(stats, join_notes("plateau: loss barely moves", None))
     lines = console.export_text().splitlines()
-    assert "loss decreases, accuracy improves" in lines[2] and lines[3].strip() == "L1H2 looks back to the last space"
+    assert "loss decreases, accuracy improves" in lines[2] and lines[3].strip() == "head 1.2 reads the last space"
     assert "plateau" in lines[4] and len(lines) == 5
     assert max(len(line.rstrip()) for line in lines) <= table.width()
 

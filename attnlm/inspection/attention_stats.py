@@ -20,8 +20,8 @@ SEPARATORS = " \n"
 # apply) lands there. On a 32-character probe a uniform head puts about 0.10 on the previous character.
 PATTERN_SHARE = {"prev": 0.5, "space": 0.4, "self": 0.5, "first": 0.5}
 PATTERN_WORDS = {
-    "prev": "looks at the previous char",
-    "space": "looks back to the last space",
+    "prev": "reads the previous char",
+    "space": "reads the last space",
     "self": "attends to itself",
     "first": "rests on the first char",
     "local": "looks only {distance:.1f} chars back",
@@ -46,7 +46,8 @@ class HeadStats:
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}H{self.head}"
+        """`head L.H`, as the head scores name it (layer, then head, both from 0)."""
+        return f"head {self.layer}.{self.head}"
 
     def patterns(self) -> dict[str, float]:
         """Each pattern this head shows, with how far its share is above the threshold."""

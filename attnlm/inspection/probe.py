@@ -25,7 +25,7 @@ from attnlm.inspection.attention_stats import AttentionStats, describe, measure
 ATTENTION_DIR = "attention"
 FORMAT = "attnlm-probe-attention"
 # Short enough that its characters stay readable on a TensorBoard image card and in the explorer, long
-# enough to hold a few words (so "looks back to the last space" can show).
+# enough to hold a few words (so "reads the last space" can show).
 PROBE_CHARS = 32
 # TensorBoard's image cards are about 215 pixels high: its images show the probe's first 16 characters,
 # whose attention (causal: none of them sees a later one) is exactly the top-left corner of the probe's.
