@@ -516,9 +516,10 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     from attnlm.explore.server import static_file
 
     page = static_file("index.html").decode()
-    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="app.js">']
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="app.js">', '<script src="ablate.js">']
     assert "<style" not in page and not re.search(r"\sstyle=|\son[a-z]+=", page)
-    assert not re.search(r"""setAttribute\(\s*["']style""", static_file("app.js").decode())
+    for name in ("app.js", "ablate.js"):
+        assert not re.search(r"""setAttribute\(\s*["']style""", static_file(name).decode()), name
 
 
 def test_the_page_opens_from_the_printed_url_in_a_real_browser(open_server: ExploreServer) -> None:

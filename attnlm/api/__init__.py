@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Config", "Evaluation", "HeadReport", "Model", "Run", "Trainer", "config_reference", "cpu_has_bf16",
-           "default_prompt", "git_commit", "head_scores", "load", "load_config", "resolve_device", "resume",
-           "start_explorer", "train", "use_bf16", "use_compile"]
+__all__ = ["AblationReport", "Config", "Evaluation", "HeadReport", "Model", "Run", "Trainer", "ablate",
+           "config_reference", "cpu_has_bf16", "default_prompt", "git_commit", "head_scores", "load", "load_config",
+           "resolve_device", "resume", "start_explorer", "train", "use_bf16", "use_compile"]
 
 # Loaded on first use: a command body (attnlm.api.sample, ...) checks its request before torch is imported.
 _HOME = {"Evaluation": "attnlm.api.model", "Model": "attnlm.api.model", "default_prompt": "attnlm.api.model",
          "load": "attnlm.api.model", "Run": "attnlm.api.run", "resume": "attnlm.api.run", "train": "attnlm.api.run",
          "start_explorer": "attnlm.api.explore", "head_scores": "attnlm.api.heads", "HeadReport": "attnlm.api.heads",
+         "ablate": "attnlm.api.ablation", "AblationReport": "attnlm.api.ablation",
          # The building blocks for tools and benchmarks (scripts/), which the Model API does not give: a
          # config and its reference, the Trainer whose step bench.py times, the commit a result was measured
          # at, and the device facts that decide precision and compiling.
@@ -31,6 +32,7 @@ _HOME = {"Evaluation": "attnlm.api.model", "Model": "attnlm.api.model", "default
 _RENAMED = {"config_reference": "reference"}  # the name in its home module, where it differs
 
 if TYPE_CHECKING:
+    from attnlm.api.ablation import AblationReport, ablate
     from attnlm.api.explore import start_explorer
     from attnlm.api.heads import HeadReport, head_scores
     from attnlm.api.model import Evaluation, Model, default_prompt, load

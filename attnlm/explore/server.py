@@ -42,7 +42,8 @@ MAX_DIGITS = 30  # longer whole numbers in a body are refused before Python conv
 MAX_QUERY_FIELDS = 20
 ALLOW = "GET, HEAD, POST"
 STATIC = {"/": ("index.html", "text/html"), "/index.html": ("index.html", "text/html"),
-          "/app.js": ("app.js", "text/javascript"), "/style.css": ("style.css", "text/css")}
+          "/app.js": ("app.js", "text/javascript"), "/style.css": ("style.css", "text/css"),
+          "/ablate.js": ("ablate.js", "text/javascript")}
 # The page's own files only: no inline script or style (the page sets styles through the CSSOM), nothing
 # from the network, no framing, no form posting elsewhere.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "

@@ -112,6 +112,10 @@ class MultiHeadAttention(nn.Module):
         self.rotary = rotary
         self.dropout = nn.Dropout(cfg.dropout)
         self.attention = cfg.attention
+        # Head ablation (switch_off), off by default: plain attributes, not buffers, so never in a checkpoint,
+        # and on the training path one `is None` test.
+        self.off: torch.Tensor | None = None  # (H,) bool: the heads switched off
+        self.off_value: torch.Tensor | None = None  # (H, D): what they output instead; None: zeros
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every head's queries, keys and values for x (B, T, C), each (B, H, T, D), normalised and rotated as
@@ -141,8 +145,27 @@ class MultiHeadAttention(nn.Module):
         else:
             with torch.autocast(x.device.type, enabled=False):  # or autocast would recast q, k, v to bf16
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        if self.off is not None:
+            y = self.replace_heads(y)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
         return self.dropout(self.proj(y)), weights
+
+    def switch_off(self, off: torch.Tensor | None, value: torch.Tensor | None = None) -> None:
+        """Head ablation: each head h with off[h] (off: (H,) bool) outputs value[h] (value: (H, D)) at every
+        position instead of its own z, or zeros when `value` is None; the output projection and the residual
+        stream take it as they would z. switch_off(None) turns every head back on. The KV-cache sampler
+        (kv_cache.py) reads the weights itself and ignores this."""
+        if off is not None and (off.shape != (self.n_head,) or off.dtype != torch.bool):
+            raise ValueError(f"off must be a bool tensor of shape ({self.n_head},), got {off.dtype} {tuple(off.shape)}")
+        if value is not None and (off is None or value.shape != (self.n_head, self.head_size)):
+            raise ValueError(f"value must be ({self.n_head}, {self.head_size}), with off, got {tuple(value.shape)}")
+        self.off, self.off_value = off, value
+
+    def replace_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """y (B, H, T, D) with each switched-off head's output replaced by its value (or zeros)."""
+        off = self.off.to(y.device)[:, None, None]  # (H, 1, 1)
+        instead = y.new_zeros(()) if self.off_value is None else self.off_value.to(y)[:, None, :]  # (H, 1, D)
+        return torch.where(off, instead, y)  # (B, H, T, D)
 
     def math_attention(self, device: torch.device, T: int) -> bool:
         """Whether to use the explicit attention rather than SDPA. On a CPU under bf16 autocast the explicit
