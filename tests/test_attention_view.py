@@ -19,8 +19,9 @@ from attnlm.config import ModelConfig
 from attnlm.data import Vocab
 from attnlm.errors import UserError
 from attnlm.inspection.attention import attention_weights, group_matrix, word_groups
+from attnlm.inspection.baseline import uniform_attention, uniform_grouped
 from attnlm.inspection.graph import to_dot, write_graph
-from attnlm.inspection.plots import head_images, write_heatmaps
+from attnlm.inspection.plots import difference_limit, head_images, heatmap_figure, heatmap_panels, write_heatmaps
 from attnlm.inspection.probe import probe_ids
 from attnlm.lm.model import AttnLM
 from attnlm.training.tensorboard_log import TBLogger
@@ -140,6 +141,62 @@ def test_graph_and_heatmap_files(tmp_path: Path) -> None:
         assert drawn is None and "apt-get install graphviz" in note
 
 
+def test_heat_maps_show_the_tables_selection() -> None:
+    model, vocab = tiny_model()
+    text = "I love tennis."
+    weights = attention_weights(model, vocab.encode(text))  # per layer (2, 14, 14)
+    [[(title, w)]] = heatmap_panels(weights, 1, 1)
+    assert title == "layer 1, head 1" and torch.equal(w, weights[1][1])
+    [[(title, w)]] = heatmap_panels(weights, 1, None)
+    assert title == "layer 1, mean of all heads" and torch.allclose(w, weights[1].mean(0))
+    groups = word_groups(text)
+    [[(_, w)]] = heatmap_panels(weights, 0, 1, groups)
+    assert torch.allclose(w, group_matrix(weights[0][1], groups))  # (4, 4), as the word table
+    [[(_, w)]] = heatmap_panels(weights, 0, 1, groups, difference=True)
+    assert torch.allclose(w, group_matrix(weights[0][1], groups) - uniform_grouped(groups))
+    [[(_, w)]] = heatmap_panels(weights, 0, None, difference=True)
+    assert torch.allclose(w, weights[0].mean(0) - uniform_attention(14))
+    grid = heatmap_panels(weights, None)
+    assert [[name for name, _ in row] for row in grid] == [[f"layer {L}, head {h}" for h in (0, 1)] for L in (0, 1)]
+    assert torch.equal(grid[1][0][1], weights[1][0])
+
+
+def test_heat_map_captions_and_colour_legends() -> None:
+    model, vocab = tiny_model()
+    text = "I love tennis."
+    weights = attention_weights(model, vocab.encode(text))
+
+    def described(fig) -> tuple[str, list[str], list[tuple[str, str]], object]:
+        *panels, legend = fig.axes  # the colour bar is the figure's last axes
+        return (" ".join(fig._suptitle.get_text().split()), [ax.get_title() for ax in panels],  # wrapped to fit
+                [(ax.get_xlabel(), ax.get_ylabel()) for ax in panels], legend)
+
+    title, panels, axes, legend = described(heatmap_figure(weights, text, all_heads=False, layer=1, head=1))
+    assert title == "character attention on 'I love tennis.'" and panels == ["layer 1, head 1"]
+    assert axes == [("attended character", "query character")]
+    assert legend.get_ylabel() == "attention probability" and legend.get_ylim() == (0.0, 1.0)
+
+    fig = heatmap_figure(weights, text, all_heads=False, layer=0, head=None, words=word_groups(text))
+    title, panels, axes, legend = described(fig)
+    assert title == "word attention on 'I love tennis.'" and panels == ["layer 0, mean of all heads"]
+    assert axes == [("attended word", "query word")]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == SEED_LABELS
+
+    fig = heatmap_figure(weights, text, all_heads=False, layer=0, head=0, words=word_groups(text), difference=True)
+    title, _, _, legend = described(fig)
+    limit = difference_limit(heatmap_panels(weights, 0, 0, word_groups(text), difference=True))
+    assert title == "word attention - uniform on 'I love tennis.'"
+    assert legend.get_ylabel() == "attention probability - uniform" and legend.get_ylim() == (-limit, limit)
+    assert fig.axes[0].images[0].cmap.name.startswith("RdBu")  # diverging, white at 0
+
+    title, panels, axes, legend = described(heatmap_figure(weights, text))  # every layer and head
+    assert panels == [f"layer {L}, head {h}" for L in (0, 1) for h in (0, 1)]
+    assert legend.get_ylabel() == "attention probability"
+    # The diverging scale ends at the first of 0.05 ... 1 that holds the largest difference.
+    assert [difference_limit([[("", torch.tensor([[d]]))]]) for d in (0.01, -0.07, 0.19, 0.3, -0.9)] == \
+        [0.05, 0.1, 0.2, 0.5, 1.0]
+
+
 def test_probe_images_read_back_from_the_event_file(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -185,12 +242,30 @@ def table_rows(stdout: str, labels: list[str]) -> torch.Tensor:
     return torch.tensor([by_label[f'"{label}"'] for label in labels])
 
 
+def vs_uniform_rows(stdout: str, labels: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(learned - uniform, uniform) of the printed vs-uniform table: cells like '+0.07 (0.36)', the future '0'."""
+    part = stdout[stdout.index("vs uniform: learned - uniform"):]
+    cells = [line.split("│")[1:-1] for line in part.splitlines() if line.startswith("│")]
+    by_label = {row[0].strip(): [c.strip() for c in row[1:]] for row in cells}
+    pairs = [[re.fullmatch(r"([+-]?\d\.\d\d) \((\d\.\d\d)\)|(0)", c).groups() for c in by_label[f'"{label}"']]
+             for label in labels]
+    difference = torch.tensor([[float(d or 0) for d, _, _ in row] for row in pairs])
+    uniform = torch.tensor([[float(u or 0) for _, u, _ in row] for row in pairs])
+    return difference, uniform
+
+
 def test_attention_cli_words_table_graph_and_heatmap(trained_run: tuple[Path, object], tmp_path: Path) -> None:
     run_dir, _ = trained_run
     result = run_cli("attention", "--run", str(run_dir), "--text", "I love tennis.", "--words", "--layer", "1", "--mean",
                      "--graph", str(tmp_path / "g.svg"), "--heatmap", str(tmp_path / "h.png"), "--min-weight", "0.05",
                      env={"PATH": str(Path(sys.executable).parent)}, check=True)  # a PATH without Graphviz
-    table = table_rows(result.stdout, SEED_LABELS)  # (4, 4) as printed, two decimals
+    table = table_rows(result.stdout.split("vs uniform")[0], SEED_LABELS)  # (4, 4) as printed, two decimals
+    # In word mode the vs-uniform table comes by default: "." sees I, love, tennis, . by their lengths 1, 5, 7, 1.
+    difference, uniform = vs_uniform_rows(result.stdout, SEED_LABELS)
+    assert uniform[3].tolist() == pytest.approx([0.07, 0.36, 0.50, 0.07])
+    assert torch.allclose(uniform, uniform_grouped(word_groups("I love tennis.")), atol=0.005)
+    assert torch.allclose(difference, table - uniform, atol=0.0151)  # each printed value rounded once
+    assert "+ above chance (blue), - below (red)" in result.stdout
     assert torch.allclose(table.sum(-1), torch.ones(4), atol=0.021)
     assert (table.triu(1) == 0).all() and (table.tril() > 0).sum() == 10
     nodes, edges = parse_dot((tmp_path / "g.dot").read_text())
@@ -200,7 +275,30 @@ def test_attention_cli_words_table_graph_and_heatmap(trained_run: tuple[Path, ob
     assert above <= shown and all(int(a[1:]) >= int(b[1:]) for a, b in shown)  # only earlier tokens
     assert not (tmp_path / "g.svg").exists()
     assert "Graphviz is not installed" in result.stderr and "apt-get install graphviz" in result.stderr
-    assert np.asarray(Image.open(tmp_path / "h.png")).shape[0] > 400
+    assert np.asarray(Image.open(tmp_path / "h.png")).shape[0] > 250  # one word-level heat map, as the table
+
+
+def test_attention_cli_heat_map_follows_the_selection(trained_run: tuple[Path, object], tmp_path: Path) -> None:
+    run_dir, _ = trained_run
+    text = ("--run", str(run_dir), "--text", "I love tennis.")
+    result = run_cli("attention", *text, "--layer", "1", "--head", "1", "--heatmap", str(tmp_path / "one.png"),
+                     check=True)
+    assert "vs uniform" not in result.stdout  # per character only with --baseline
+    run_cli("attention", *text, "--no-baseline", "--all-heads", "--heatmap", str(tmp_path / "all.png"), check=True)
+    one, every = (Image.open(tmp_path / name).size for name in ("one.png", "all.png"))
+    assert every[0] > 1.5 * one[0] and every[1] > 1.5 * one[1]  # a 2 x 2 grid against one heat map
+    result = run_cli("attention", *text, "--baseline", "--heatmap-vs-uniform", "--heatmap", str(tmp_path / "d.png"),
+                     check=True)
+    labels = ["I", "␣", "l", "o", "v", "e", "␣", "t", "e", "n", "n", "i", "s", "."]
+    part = result.stdout[result.stdout.index("vs uniform"):]
+    row = next(line for line in part.splitlines() if line.startswith("│") and line.split("│")[1].strip() == ".")
+    assert len(row.split("│")[2:-1]) == len(labels)  # the character table, compact: "+.07" cells
+    assert all(re.fullmatch(r"[+-]\.\d\d|\.00", c.strip()) for c in row.split("│")[2:-1])
+    assert (tmp_path / "d.png").is_file()
+    for flag in ("--all-heads", "--heatmap-vs-uniform"):
+        result = run_cli("attention", *text, flag)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"error: {flag} changes the heat map; add --heatmap FILE.png"
 
 
 def test_attention_cli_user_errors(trained_run: tuple[Path, object], tmp_path: Path) -> None:
@@ -226,6 +324,8 @@ def test_trained_run_logs_attention_images(trained_run) -> None:
         assert len(shots) == 3  # one per epoch of TINY
         assert shots[0].encoded_image_string != shots[-1].encoded_image_string  # attention changed while training
     # The same attention, as numbers, for the explorer's epoch slider: a few KB per epoch.
-    files = sorted((run_dir / "attention").iterdir())
+    files = sorted((run_dir / "attention").glob("epoch-*.pt"))
     assert [f.name for f in files] == ["epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
     assert all(f.stat().st_size < 8000 for f in files)
+    # Beside them, the small model's weights after each epoch, which replay any text (log.epoch_weights auto).
+    assert sorted(f.name for f in (run_dir / "attention").glob("model-*.pt")) == [f"model-00{e}.pt" for e in (1, 2, 3)]

@@ -130,3 +130,61 @@ def test_trace_cli_user_error_is_one_line(trained_run: tuple[Path, object]) -> N
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: --layer 7 is out of range: the model has 2 layers (0 to 1); "
                                      "pick one of those")
+
+
+def test_query_row_is_the_textbook_computation_of_one_context_vector() -> None:
+    model, vocab = tiny_model()
+    tr = run_trace(model, vocab, TEXT, 1, 1, query=4)  # 'e' of "To be"
+    t = tr.tensors
+    q, k, v = t["q"][0], t["k"][0], t["v"][0]  # (T, D)
+    assert tr.query == 4 and [key.position for key in tr.row] == [0, 1, 2, 3, 4]
+    assert "".join(key.char for key in tr.row) == "To be"
+    for key in tr.row:
+        assert key.score == pytest.approx(float(q[4] @ k[key.position]) / 8**0.5, abs=1e-5)  # D = 16 / 2 heads
+        assert key.weight == pytest.approx(float(t["weights"][0, 4, key.position]), abs=1e-6)
+    assert [key.total for key in tr.row] == pytest.approx(torch.cumsum(t["weights"][0, 4, :5], 0).tolist(), abs=1e-6)
+    assert tr.row[-1].total == pytest.approx(1.0, abs=1e-6)
+    partial = t["weights"][0, 4, :3] @ v[:3]  # (D,) what the first three keys add up to
+    assert torch.allclose(tr.row[2].z, partial, atol=1e-6)
+    assert torch.allclose(tr.row[-1].z, t["out"][0, 4], atol=1e-6) and tr.row_error < 1e-6
+    # The next-character guesses are the ones after the query, not after the whole text.
+    expected = torch.softmax(t["logits"][0, 4], -1).topk(5)
+    assert [vocab.chars[i] for i in expected.indices.tolist()] == [c for c, _ in tr.top]
+    assert tr.stages[-1].inputs.endswith("logits of position 4") and "after 'To be'" in tr.stages[-1].does
+    last = run_trace(model, vocab, TEXT, 1, 1)
+    assert last.query == 12 and len(last.row) == 13 and last.stages[-1].inputs.endswith("logits of the last position")
+
+
+def test_query_out_of_range_or_not_an_int_is_refused() -> None:
+    from attnlm.api.model import Model
+    from attnlm.config import Config
+    from attnlm.errors import ArgumentTypeError, ArgumentValueError
+
+    model, vocab = tiny_model()
+    for query in (-1, 13):
+        with pytest.raises(ArgumentValueError, match=rf"^query {query} is out of range: the text \('To be, or not'\) "
+                                                     r"has 13 positions \(0 to 12\); pick one of those$"):
+            run_trace(model, vocab, TEXT, 0, 0, query=query)
+    wrapped = Model(model, vocab, Config(), "a test model")
+    with pytest.raises(ArgumentTypeError, match="^query must be an int"):
+        wrapped.trace(TEXT, 0, 0, query="3")
+    assert wrapped.trace(TEXT, 0, 0, query=3).query == 3
+
+
+def test_trace_cli_prints_the_querys_row(trained_run: tuple[Path, object]) -> None:
+    run_dir, _ = trained_run
+    result = run_cli("trace", "--run", str(run_dir), "--text", TEXT, "--layer", "1", "--query", "4", "--row", check=True)
+    out = result.stdout
+    assert "Attention row of query 4 'e'" in out and "logits of position 4" in out and "after 'To be'" in out
+    rows = [line.split() for line in out[out.index("Attention row"):].splitlines()
+            if line.split()[:1] and line.split()[0].isdigit()]
+    assert [(int(r[0]), r[1]) for r in rows] == [(0, "'T'"), (1, "'o'"), (2, "'␣'"), (3, "'b'"), (4, "'e'")]
+    weights = [float(r[3]) for r in rows]
+    totals = [float(r[4]) for r in rows]
+    assert totals == pytest.approx(torch.cumsum(torch.tensor(weights), 0).tolist(), abs=0.003) and totals[-1] == 1.0
+    assert "the weights sum to 1.000000" in out and "keys 5 to 12 are later characters: masked, weight 0" in out
+    for bad in ("-1", "13"):
+        result = run_cli("trace", "--run", str(run_dir), "--text", TEXT, "--query", bad)
+        assert result.returncode == 2
+        assert result.stderr.strip() == (f"error: --query {bad} is out of range: the text ('To be, or not') has 13 "
+                                         "positions (0 to 12); pick one of those")

@@ -13,11 +13,15 @@ from attnlm.errors import UserError
 
 def attention(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
               layer: int, head: int | None, mean: bool, words: bool, graph: Path | None, min_weight: float,
-              heatmap: Path | None, device: str, console: Console) -> None:
+              heatmap: Path | None, device: str, console: Console, baseline: bool | None = None,
+              all_heads: bool = False, heatmap_difference: bool = False) -> None:
+    """`baseline` None: the "vs uniform" table with --words (where a word's share misleads most), not per
+    character. `all_heads`: the heat map is every layer and head; else it shows what the table shows."""
     from attnlm.checks import check_index, check_png
     from attnlm.inspection import attention as view
     from attnlm.inspection import graph as dot_graph
     from attnlm.inspection.attention_table import fitting_tables
+    from attnlm.inspection.baseline import uniform_grouped
     from attnlm.inspection.trace import encode_text
     from attnlm.terminal import natural_width, print_whole
 
@@ -25,6 +29,9 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         raise UserError("give --head H (one head) or --mean (the average of all heads), not both")
     if not 0.0 <= min_weight < 1.0:
         raise UserError(f"--min-weight must be in [0, 1), got {min_weight}")
+    for flag, given in (("--all-heads", all_heads), ("--heatmap-vs-uniform", heatmap_difference)):
+        if given and heatmap is None:
+            raise UserError(f"{flag} changes the heat map; add --heatmap FILE.png")
     if graph is not None:
         dot_graph.check_graph_path(graph)  # before any work, so a typo costs nothing
     if heatmap is not None:
@@ -55,8 +62,21 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
         print_whole(console, table, natural_width(console, table))  # the blocks' widths were estimated
     console.print("rows: the token asking; columns: the token it attends to; each row sums to 1, the future is 0",
                   highlight=False)
-    if len(tables) > 1:
-        print(f"note: the table is cut into {len(tables)} blocks of columns to fit this terminal's {console.width} "
+    cut = len(tables)
+    if baseline if baseline is not None else words:
+        uniform = uniform_grouped(groups)  # (G, G): what an even spread over the visible characters gives
+        unit = "word" if words else "character"
+        differences = fitting_tables(console, matrix, labels, f"vs uniform: learned - uniform (uniform) on {text!r}",
+                                     uniform)
+        for table in differences:
+            print_whole(console, table, natural_width(console, table))
+        console.print(f"uniform: a head that spreads each row evenly, 1/(i+1) to each of the i+1 characters "
+                      f"row i sees{', so a word gets its visible characters / (i+1)' if words else ''}; "
+                      f"+ above chance (blue), - below (red): the {unit}s this head prefers and avoids",
+                      highlight=False)
+        cut = max(cut, len(differences))
+    if cut > 1:
+        print(f"note: the table is cut into {cut} blocks of columns to fit this terminal's {console.width} "
               "columns; --words, a shorter --text or --heatmap FILE.png show it whole", file=sys.stderr)
     if graph is not None:
         dot = dot_graph.to_dot(matrix, labels, min_weight, f"{text!r}: {which}, edges above {min_weight:g}")
@@ -67,4 +87,6 @@ def attention(*, run: str | None, checkpoint: str | None, config: Path | None, o
     if heatmap is not None:
         from attnlm.inspection.plots import write_heatmaps
 
-        console.print(f"wrote {write_heatmaps(weights, text, heatmap)}", highlight=False)
+        path = write_heatmaps(weights, text, heatmap, all_heads=all_heads, layer=layer, head=head,
+                              words=view.word_groups(text) if words else None, difference=heatmap_difference)
+        console.print(f"wrote {path}", highlight=False)

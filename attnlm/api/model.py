@@ -171,13 +171,14 @@ class Model:
         ids = encode_text(check_text("text", text), self.vocab, self.config.model.block_size)
         return torch.stack(attention_weights(self.module, ids))
 
-    def trace(self, text: str, layer: int = 0, head: int = 0) -> Any:
+    def trace(self, text: str, layer: int = 0, head: int = 0, query: int | None = None) -> Any:
         """One head's data flow on `text`, the stages `attnlm trace` prints: `.tensors` holds embeddings,
         attn_in, q, k, v, scores, weights, out, logits and probs (batch dimension 1), `.stages` the
-        descriptions, `.top` the likeliest next characters."""
+        descriptions, `.top` the likeliest characters after position `query` (default the last), `.row` that
+        query's attention row key by key (score, weight, running sums)."""
         from attnlm.inspection.trace import run_trace
 
-        return run_trace(self.module, self.vocab, check_text("text", text), layer, head)
+        return run_trace(self.module, self.vocab, check_text("text", text), layer, head, query)
 
 
 def default_prompt(chars: str) -> str:

@@ -10,7 +10,7 @@ from attnlm.api.model import load_for_inspection
 
 
 def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overrides: list[str], text: str,
-          layer: int, head: int, device: str, console: Console) -> None:
+          layer: int, head: int, device: str, console: Console, query: int | None = None, row: bool = False) -> None:
     from attnlm.checks import check_index
     from attnlm.inspection.trace import encode_text, render
 
@@ -19,5 +19,7 @@ def trace(*, run: str | None, checkpoint: str | None, config: Path | None, overr
     # In the CLI's words first: Model.trace names them as Python's arguments.
     check_index("--layer", layer, cfg.n_layer, "layer")
     check_index("--head", head, cfg.n_head, "head")
-    encode_text(text, model.vocab, cfg.block_size, "--text")
-    render(model.trace(text, layer, head), console, model.source)
+    ids = encode_text(text, model.vocab, cfg.block_size, "--text")
+    if query is not None:
+        check_index("--query", query, len(ids), "position", f"the text ({text!r})")
+    render(model.trace(text, layer, head, query), console, model.source, row=row)

@@ -1,4 +1,9 @@
-"""Attention as pictures: heat-map grids (one per layer and head) for a PNG file or for TensorBoard.
+"""Attention as pictures: heat maps for a PNG file (the selection `attnlm attention` shows, or a grid of every
+layer and head) and one image per head for TensorBoard.
+
+Every heat map has its colour legend: attention probability from 0 to 1, or with `difference` the learned
+weight minus the uniform baseline (attnlm.inspection.baseline) on a scale from -L to L, red below chance, blue above,
+white at chance.
 
 matplotlib is imported inside the functions and draws with its Agg renderer directly (no pyplot, no display,
 and the process's backend is left alone).
@@ -14,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import textwrap
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,12 @@ import torch
 from attnlm import disk
 from attnlm.checks import check_png
 from attnlm.disk import atomic_write
+from attnlm.inspection.attention import group_matrix, select
+from attnlm.inspection.baseline import above_uniform
 from attnlm.labels import code_point, show_char
+
+PROBABILITY = "attention probability"
+DIFFERENCE = "attention probability - uniform"
 
 
 def _new_figure(**kwargs: Any) -> Any:
@@ -91,15 +102,19 @@ def font_families(text: str) -> tuple[list[str], set[str]]:
 
 
 class Lettering:
-    """How the characters of one text are written in a picture: tick labels, titles and their fonts."""
+    """How the tokens of one text are written in a picture: tick labels, titles and their fonts.
 
-    def __init__(self, chars: str, title: str = "") -> None:
+    `chars` is the text (a token per code point) or its tokens (words, each a string)."""
+
+    def __init__(self, chars: str | Sequence[str], title: str = "") -> None:
         self.chars = chars
         self.families, self.missing = font_families("".join(show_char(c) for c in chars) + title)
 
     def label(self, c: str) -> str:
         shown = show_char(c)
-        return code_point(c) if self.missing & set(shown) else shown
+        if not self.missing & set(shown):
+            return shown
+        return code_point(c) if len(c) == 1 else self.text(shown)  # a word keeps its drawable letters
 
     def labels(self) -> list[str]:
         return [self.label(c) for c in self.chars]
@@ -125,58 +140,136 @@ def _quiet_glyphs() -> Iterator[None]:
 
 
 def _draw(ax: Any, w: torch.Tensor, lettering: Lettering | None, title: str, label_size: float | None = None,
-          axis_size: float = 7) -> Any:
-    """One (T, T) heat map; the masked future is grey so it reads as "cannot see", not as "weight 0"."""
+          axis_size: float = 7, unit: str = "character", difference: float | None = None) -> Any:
+    """One (T, T) heat map; the masked future is grey so it reads as "cannot see", not as "weight 0".
+
+    `difference` (a limit L): w is learned - uniform, drawn in diverging colours from -L (red, below chance)
+    through white at 0 to +L (blue, above)."""
     import numpy as np
 
     T = w.shape[0]
     future = np.triu(np.ones((T, T), dtype=bool), 1)
     from matplotlib import colormaps
 
-    image = ax.imshow(np.ma.masked_array(w.numpy(), future), cmap=colormaps["Blues"].with_extremes(bad="#eeeeee"),
-                      vmin=0.0, vmax=1.0, interpolation="nearest")
+    cmap, low, high = ((colormaps["RdBu"], -difference, difference) if difference is not None
+                       else (colormaps["Blues"], 0.0, 1.0))
+    image = ax.imshow(np.ma.masked_array(w.numpy(), future), cmap=cmap.with_extremes(bad="#eeeeee"),
+                      vmin=low, vmax=high, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     if lettering is not None:
         labels = lettering.labels()
         size = label_size or (8 if T <= 24 else 6)
         ax.set_xticks(range(T), labels, fontsize=size, fontfamily=lettering.families)
         ax.set_yticks(range(T), labels, fontsize=size, fontfamily=lettering.families)
+        words = not isinstance(lettering.chars, str)
         for tick in ax.get_xticklabels():
-            if len(tick.get_text()) > 2:  # a U+4E2D label: upright it would run into its neighbours
-                tick.set_rotation(90)
-                tick.set_fontsize(size - 2)
+            if len(tick.get_text()) > 2:  # a word or a U+4E2D label: upright it would run into its neighbours
+                tick.set_rotation(45 if words else 90)
+                if words:
+                    tick.set_horizontalalignment("right")
+                    tick.set_rotation_mode("anchor")
+                else:
+                    tick.set_fontsize(size - 2)
         ax.tick_params(length=0)
     else:
         ax.set_xticks([])
         ax.set_yticks([])
-    ax.set_xlabel("attended character", fontsize=axis_size)
-    ax.set_ylabel("query character", fontsize=axis_size)
+    ax.set_xlabel(f"attended {unit}", fontsize=axis_size)
+    ax.set_ylabel(f"query {unit}", fontsize=axis_size)
     return image
+
+
+def _legend(fig: Any, image: Any, axes: Any, difference: float | None) -> Any:
+    """The colour legend every heat map has: probability 0..1, or the difference from uniform -L..L."""
+    if difference is None:
+        return fig.colorbar(image, ax=axes, shrink=0.6, ticks=[0, 0.25, 0.5, 0.75, 1], label=PROBABILITY)
+    return fig.colorbar(image, ax=axes, shrink=0.6, ticks=[-difference, -difference / 2, 0, difference / 2, difference],
+                        label=DIFFERENCE)
+
+
+def difference_limit(panels: list[list[tuple[str, torch.Tensor]]]) -> float:
+    """The diverging scale's end: the smallest of 0.05, 0.1, 0.2, 0.25, 0.5, 1 that holds every difference, so a
+    head a little above chance is not drawn white on a -1..1 scale."""
+    largest = max(float(w.abs().max()) for row in panels for _, w in row)
+    return next((limit for limit in (0.05, 0.1, 0.2, 0.25, 0.5) if largest <= limit), 1.0)
+
+
+def _panels(panels: list[list[tuple[str, torch.Tensor]]], lettering: Lettering | None, unit: str = "character",
+            difference: bool = False) -> Any:
+    """A figure of heat maps laid out as `panels`: rows of (title, (N, N) matrix), one colour legend for all.
+    `difference`: the matrices are learned - uniform, on one diverging scale (difference_limit)."""
+    limit = difference_limit(panels) if difference else None
+    rows, cols, N = len(panels), max(len(row) for row in panels), panels[0][0][1].shape[-1]
+    side = max(2.4, 0.2 * N + 0.8)  # labels stay legible however long the text
+    fig = _new_figure(figsize=(side * cols + 1.2, side * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    image = None
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            if c < len(row):
+                image = _draw(axes[r][c], row[c][1], lettering, row[c][0], unit=unit, difference=limit)
+            else:
+                axes[r][c].set_axis_off()
+    _legend(fig, image, axes, limit)
+    return fig
 
 
 def _figure(weights: list[torch.Tensor], lettering: Lettering | None, title: str) -> Any:
     """A grid of heat maps: a row per layer in `weights` (each (H, T, T)), a column per head."""
-    rows, cols, T = len(weights), weights[0].shape[0], weights[0].shape[-1]
-    side = max(2.4, 0.2 * T + 0.8)  # characters stay legible however long the text
-    fig = _new_figure(figsize=(side * cols + 0.8, side * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    image = None
-    for layer, w in enumerate(weights):
-        for head in range(cols):
-            name = f"layer {layer}, head {head}" if title == "" else f"{title} head {head}"
-            image = _draw(axes[layer][head], w[head], lettering, name)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    return _panels([[(f"layer {layer}, head {head}" if title == "" else f"{title} head {head}", w[head])
+                     for head in range(w.shape[0])] for layer, w in enumerate(weights)], lettering)
+
+
+def heatmap_panels(weights: list[torch.Tensor], layer: int | None = None, head: int | None = None,
+                   groups: list[tuple[str, list[int]]] | None = None,
+                   difference: bool = False) -> list[list[tuple[str, torch.Tensor]]]:
+    """What a heat-map file shows, as rows of (title, matrix): `layer` None is every layer and head (a row per
+    layer); else that layer's `head`, or its heads' mean with `head` None. With `groups` (words) each matrix
+    is grouped as the table groups it; with `difference`, each is learned - uniform."""
+
+    def panel(layer: int, head: int | None) -> tuple[str, torch.Tensor]:
+        w = select(weights, layer, head)  # (T, T)
+        if groups is not None:
+            w = group_matrix(w, groups)  # (G, G)
+        if difference:
+            w = above_uniform(w, groups)
+        return f"layer {layer}, " + ("mean of all heads" if head is None else f"head {head}"), w
+
+    if layer is None:
+        return [[panel(L, h) for h in range(w.shape[0])] for L, w in enumerate(weights)]
+    return [[panel(layer, head)]]
+
+
+def heatmap_figure(weights: list[torch.Tensor], chars: str, *, all_heads: bool = True, layer: int = 0,
+                   head: int | None = 0, words: list[tuple[str, list[int]]] | None = None,
+                   difference: bool = False) -> Any:
+    """The figure `write_heatmaps` saves (its arguments are explained there)."""
+    unit = "word" if words is not None else "character"
+    panels = heatmap_panels(weights, None if all_heads else layer, head, words, difference)
+    what = f"{unit} attention - uniform" if difference else f"{unit} attention"
+    title = f"{what} on {chars!r}"  # each panel's own title names its layer and head
+    lettering = Lettering([label for label, _ in words] if words is not None else chars, title)
+    fig = _panels(panels, lettering, unit, difference)
+    width = fig.get_figwidth() * 11  # characters of 10 pt text an inch holds, roughly: a long text wraps
+    fig.suptitle(textwrap.fill(lettering.text(title), max(20, int(width))), fontsize=10, fontfamily=lettering.families)
     return fig
 
 
-def write_heatmaps(weights: list[torch.Tensor], chars: str, path: Path) -> Path:
-    """Every layer's and head's (T, T) weights as one PNG grid, characters on both axes."""
+def write_heatmaps(weights: list[torch.Tensor], chars: str, path: Path, *, all_heads: bool = True, layer: int = 0,
+                   head: int | None = 0, words: list[tuple[str, list[int]]] | None = None,
+                   difference: bool = False) -> Path:
+    """Heat maps of `weights` (per layer (H, T, T)) on `chars` as a PNG, with a colour legend.
+
+    `all_heads`: a grid, a row per layer and a column per head; else the one view the table shows: `layer`'s
+    `head`, or the mean of its heads with `head` None. `words` (attention.word_groups) puts words on the axes
+    and groups the weights as the word table does; without it every code point is a row and a column.
+    `difference`: learned - uniform in diverging colours (red below chance, blue above), on a scale from -L to
+    L that holds every difference drawn (difference_limit).
+    """
     check_png("--heatmap", path)
     disk.make_folder(path)
-    title = f"attention on {chars!r}"
-    lettering = Lettering(chars, title)
-    fig = _figure(weights, lettering, "")
-    fig.suptitle(lettering.text(title), fontsize=10, fontfamily=lettering.families)
+    fig = heatmap_figure(weights, chars, all_heads=all_heads, layer=layer, head=head, words=words,
+                         difference=difference)
     with _quiet_glyphs():
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))  # a full disk leaves no half PNG
     return path
@@ -214,6 +307,7 @@ def head_images(weights: list[torch.Tensor], chars: str) -> dict[str, torch.Tens
                   axis_size=5.5)
     ax.title.set_fontsize(7)
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02, aspect=25, ticks=[0, 0.5, 1])
+    colorbar.set_label(PROBABILITY, fontsize=5.5, labelpad=1)
     colorbar.ax.tick_params(labelsize=5.5, length=2)
     images = {}
     for layer, w in enumerate(weights):

@@ -9,13 +9,29 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attnlm import disk
+
+Scalar = bool | int | float | str
+
+
+def flatten_hparams(values: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:
+    """A config as HParams: nested sections joined with dots ({"model": {"n_head": 4}} -> {"model.n_head": 4}),
+    numbers, booleans and strings kept as they are, anything else (a list of files, None) as its string, the
+    only other kind of value the HParams dashboard can show."""
+    flat: dict[str, Scalar] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_hparams(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
 
 
 class TBLogger:
@@ -69,19 +85,25 @@ class TBLogger:
         """At the start of a run: the hyperparameters (so an interrupted run has them too) and the chart layout,
         with `charts` (more Custom Scalars categories: {category: {title: ["Multiline", [tag regexps]]}}).
 
-        The hparams dashboard reads each metric from the scalar of the same tag, which `finish` writes.
+        `hparams` is the config, flat ("model.n_head") or by section ({"model": {...}}): every setting is logged
+        (flatten_hparams). The HParams dashboard reads each of `metric_names` from the scalar of the same tag,
+        which `finish` writes.
+
+        Only the session's start is written, never an experiment summary: TensorBoard takes the columns of its
+        HParams table from one run's experiment summary when any run has one, and that run cannot know what
+        other runs set, so no setting would count as one that differs and the columns that matter (n_head, lr)
+        would sit unticked among the dozens that never change. Without it TensorBoard builds the table from
+        every run's session start: each setting with the values the runs really had, those that differ first.
         """
         if not self.writer:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
-        # Written into this run's own event file (add_hparams would make a sub-run folder). The third summary
-        # (session end) waits for `finish`.
-        experiment, session_start, _ = hparams_summary(clean, dict.fromkeys(metric_names, 0.0))
-        for summary in (experiment, session_start):
-            if self.writer:
-                self._call(self.writer.file_writer.add_summary, summary, step)
+        # Written into this run's own event file (add_hparams would make a sub-run folder). The session's end
+        # waits for `finish`. `metric_names` need no summary of their own: TensorBoard lists a run's scalars as
+        # its metrics.
+        _, session_start, _ = hparams_summary(flatten_hparams(hparams), {})
+        self._call(self.writer.file_writer.add_summary, session_start, step)
         # The Custom Scalars tab: train and val on one chart, which the per-tag cards cannot do. Its tags are
         # regular expressions: unanchored, "loss/train" would also draw loss/train_step.
         layout = {"attnlm": {
