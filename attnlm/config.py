@@ -130,6 +130,9 @@ class LogConfig:
                                       "explorer's epoch slider) and measured for the Observation column (default: "
                                       "32 characters of validation text from the start of its first full line of words)")
     attention_images: bool = _f(True, "also log probe_text's attention to TensorBoard every epoch, one image per head")
+    epoch_weights: bool | str = _f("auto", "keep the model's weights after every epoch (attention/model-NNN.pt, fp16, "
+                                           "no optimizer), so the explorer's epoch slider replays any typed text: true, "
+                                           "false or auto (models of at most 2M parameters: 4 MB an epoch at most)")
     head_scores: bool = _f(True, "score every head as a previous-token, duplicate-token and induction head on a "
                                  "repeated random sequence after every epoch (metrics.jsonl, TensorBoard, the "
                                  "Observation column; `attnlm heads`)")
@@ -203,8 +206,8 @@ def _field_type(cls: type, name: str) -> tuple[type, bool]:
 # data.task's names; the tasks themselves are attnlm.data.tasks (config sits below the data layer).
 TASKS = ("induction", "copy", "reverse", "sort")
 
-# Switches that take `auto` (attnlm decides by the machine) besides true and false.
-AUTO_OR_BOOL = ("train.compile",)
+# Switches that take `auto` (attnlm decides by the machine or the model's size) besides true and false.
+AUTO_OR_BOOL = ("train.compile", "log.epoch_weights")
 
 
 def _coerce(key: str, value: Any, cls: type, name: str) -> Any:

@@ -8,6 +8,7 @@ into a failure; elsewhere the test is skipped with the reason.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import torch
 
 from attnlm.api.explore import start_explorer
 from attnlm.inspection.attention import attention_weights
-from attnlm.inspection.probe import epoch_files, load_epoch
+from attnlm.inspection.probe import load_weights, weight_files
 
 REQUIRED = os.environ.get("ATTNLM_REQUIRE_BROWSER") == "1"
 # Flags for a sandbox-less container and a machine with no network: nothing is fetched at start-up.
@@ -141,15 +142,19 @@ def test_the_page_in_a_real_browser(trained_run, tmp_path: Path) -> None:
             shown = torch.tensor([float(c) for c in cells.all_inner_texts()])
             assert torch.allclose(shown, weights[1][1, 7], atol=6e-4)  # printed with three decimals
 
-            # Training: move the epoch slider back to epoch 1 and see that epoch's saved attention.
+            # Training: move the epoch slider back to epoch 1 and see the typed text's attention under the
+            # weights that epoch kept.
             page.click("#tabs button[data-tab=training]")
             expect(page.locator("#epoch-table tr[data-epoch]")).to_have_count(3)
             expect(page.locator("#epoch-label")).to_contain_text("after epoch 3")
             page.locator("#epoch").evaluate("s => { s.value = 1; s.dispatchEvent(new Event('input')); }")
             expect(page.locator("#epoch-label")).to_contain_text("after epoch 1 (step 30)")
-            first = load_epoch(epoch_files(run_dir)[1])
-            T = len(first.text)
-            assert torch.allclose(as_row(drawn_row(page, "#epoch-lines"), T), first.weights[1, 1, T - 1], atol=1e-4)
+            expect(page.locator("#epoch-label")).to_contain_text(f"your text “{TEXT}”")
+            replayer = copy.deepcopy(model.module)
+            replayer.load_state_dict(load_weights(weight_files(run_dir)[1]).state)
+            first = attention_weights(replayer, model.vocab.encode(TEXT))
+            assert not torch.allclose(first[1][1, -1], weights[1][1, -1], atol=1e-3)  # epoch 1 is not the end
+            assert torch.allclose(as_row(drawn_row(page, "#epoch-lines"), len(TEXT)), first[1][1, -1], atol=1e-4)
             page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
             browser.close()
     finally:

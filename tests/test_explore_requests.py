@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import torch
 
 from attnlm.errors import UserError
 from attnlm.explore.server import ExploreServer
@@ -136,3 +137,80 @@ def test_the_server_keeps_serving_after_refusals(served) -> None:
     assert post(server, "/api/sample", {"text": "To", "temperature": 0})[0] == 400
     status, t = post(server, "/api/trace", {"text": TEXT})  # the defaults: layer 0, head 0, the last query
     assert status == 200 and (t["layer"], t["head"], t["query"]) == (0, 0, len(TEXT) - 1)
+
+
+# ----- top-k, top-p and the next-character distribution --------------------------------------------------
+def last_logits(m, text: str) -> torch.Tensor:
+    with torch.no_grad():
+        return m.module(m.vocab.encode(text)[None])[0][0, -1].double()  # (V,)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("top_k", -1, ["top_k must be a whole number >= 1, or 0 for no top-k filtering, got -1"]),
+    ("top_k", 1.5, ["field 'top_k' must be a number, got 1.5"]),
+    ("top_k", "three", ["field 'top_k' must be a number"]),
+    ("top_p", 0, ["top_p must be in (0, 1] (1: no top-p filtering), got 0.0"]),
+    ("top_p", -0.5, ["top_p must be in (0, 1]"]),
+    ("top_p", 1.01, ["top_p must be in (0, 1]", "got 1.01"]),
+    ("top_p", math.nan, ["top_p must be in (0, 1]"]),
+    ("top_p", "most", ["field 'top_p' must be a number"]),
+    ("temperature", 0, ["temperature must be in (0, 10]"]),
+])
+def test_sample_and_next_refuse_bad_top_k_and_top_p(served, field: str, value: object, words: list[str]) -> None:
+    server, _ = served
+    for path in ("/api/sample", "/api/next"):
+        reply = post(server, path, {"text": "To", field: value})
+        assert refused(reply, *words), (path, reply)
+    assert refused(get(server, "/api/next", {"text": "To", field: str(value)}), words[0].split(",")[0].split(" got")[0])
+
+
+def test_next_is_the_renormalised_top_k_of_the_models_logits(served) -> None:
+    """temperature 0.5, top-k 3: softmax(logits / 0.5) kept on its three largest and divided by their sum."""
+    server, m = served
+    status, r = post(server, "/api/next", {"text": TEXT, "temperature": 0.5, "top_k": 3})
+    assert status == 200 and (r["top_k"], r["top_p"], r["kept"]) == (3, None, 3)
+    p = torch.softmax(last_logits(m, TEXT) / 0.5, -1)
+    top, ids = p.topk(3)
+    assert [c["char"] for c in r["next"]] == [m.vocab.chars[i] for i in ids.tolist()]
+    assert [c["p"] for c in r["next"]] == pytest.approx((top / top.sum()).tolist(), abs=1e-5)
+    assert sum(c["p"] for c in r["next"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_next_top_p_keeps_the_smallest_set_reaching_it(served) -> None:
+    """top-p: the likeliest characters, in order, until their mass reaches top_p (the one that crosses it kept)."""
+    server, m = served
+    p = torch.softmax(last_logits(m, TEXT), -1).sort(descending=True).values
+    # A top_p just past the first two's mass keeps exactly three.
+    top_p = float(p[:2].sum()) + 1e-3
+    status, r = post(server, "/api/next", {"text": TEXT, "temperature": 1, "top_p": top_p})
+    assert status == 200 and r["kept"] == 3 and len(r["next"]) == 3
+    assert [c["p"] for c in r["next"]] == pytest.approx((p[:3] / p[:3].sum()).tolist(), abs=1e-5)
+    # Off: every character of the vocabulary kept, the ten likeliest shown as the model gives them.
+    status, r = post(server, "/api/next", {"text": TEXT, "temperature": 1, "top_k": 0, "top_p": 1})
+    assert status == 200 and (r["top_k"], r["top_p"], r["kept"]) == (None, None, r["vocab_size"])
+    assert r["vocab_size"] == len(m.vocab.chars) and len(r["next"]) == 10
+    assert [c["p"] for c in r["next"]] == pytest.approx(p[:10].tolist(), abs=1e-5)
+
+
+def test_sample_with_top_k_1_is_the_greedy_continuation(served) -> None:
+    """top_k=1 leaves one character at each step, whatever the seed: the argmax, step after step."""
+    server, m = served
+    text, expected = "To be", "To be"
+    for _ in range(6):
+        expected += m.vocab.chars[int(last_logits(m, expected).argmax())]
+    for seed in (0, 7):
+        status, s = post(server, "/api/sample", {"text": text, "n": 6, "seed": seed, "top_k": 1, "temperature": 1.5})
+        assert status == 200 and s["top_k"] == 1 and text + s["continuation"] == expected
+
+
+def test_training_answers_the_saved_head_scores(served, trained_run) -> None:
+    from attnlm.inspection.heads import saved_head_scores
+
+    server, _ = served
+    run_dir, _ = trained_run
+    status, t = get(server, "/api/training", {})
+    saved = saved_head_scores(run_dir)
+    assert status == 200 and t["scores"] == ["previous_token", "duplicate_token", "induction"]
+    assert [h["epoch"] for h in t["heads"]] == [0, 1, 2, 3] == [s.epoch for s in saved]
+    assert [h["heads"] for h in t["heads"]] == [s.scores.heads for s in saved]
+    assert sorted(t["heads"][0]["heads"]) == ["0.0", "0.1", "1.0", "1.1"]

@@ -5,6 +5,12 @@ attention once, saves it as `attention/epoch-NNN.pt` in the run folder (a few KB
 epoch slider and `attnlm runs RUN`) and measures it for the Observation column
 (attnlm.inspection.attention_stats); once the epoch's checkpoint is safe, `log_images` draws it as one
 TensorBoard image per head (its first IMAGE_CHARS characters).
+
+A small model also keeps its weights after each epoch, beside that file: `attention/model-NNN.pt`, the model
+state alone in fp16 (no optimizer), so the explorer's slider can replay any text the learner types under the
+model as it was then (log.epoch_weights: auto keeps them up to EPOCH_WEIGHTS_MAX_PARAMS parameters). Both
+files of an epoch are written before its checkpoint; a resume from an older checkpoint first drops those
+written after it (`rewind`), then writes them again as the epochs are retrained.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ PROBE_CHARS = 32
 # TensorBoard's image cards are about 215 pixels high: its images show the probe's first 16 characters,
 # whose attention (causal: none of them sees a later one) is exactly the top-left corner of the probe's.
 IMAGE_CHARS = 16
+WEIGHTS_FORMAT = "attnlm-epoch-weights"
+# log.epoch_weights=auto keeps the weights of models up to this size: at most 4 MB an epoch in fp16, while the
+# models a learner trains on a laptop (configs/tiny.yaml to configs/shakespeare.yaml) stay well under it.
+EPOCH_WEIGHTS_MAX_PARAMS = 2_000_000
 
 
 def default_probe(val: torch.Tensor, vocab: Vocab, block_size: int) -> torch.Tensor:
@@ -68,6 +78,27 @@ def epoch_files(run_dir: Path) -> dict[int, Path]:
         except ValueError:
             continue
     return files
+
+
+def weights_path(run_dir: Path, epoch: int) -> Path:
+    return run_dir / ATTENTION_DIR / f"model-{epoch:03d}.pt"
+
+
+def weight_files(run_dir: Path) -> dict[int, Path]:
+    """{epoch: file} of the model weights kept after each epoch in a run folder, oldest first."""
+    files = {}
+    for path in sorted((run_dir / ATTENTION_DIR).glob("model-*.pt")):
+        try:
+            files[int(path.stem.removeprefix("model-"))] = path
+        except ValueError:
+            continue
+    return files
+
+
+def keeps_weights(setting: bool | str, params: int) -> bool:
+    """log.epoch_weights: true and false as said; auto keeps them for models of at most
+    EPOCH_WEIGHTS_MAX_PARAMS parameters."""
+    return setting is True or (setting == "auto" and params <= EPOCH_WEIGHTS_MAX_PARAMS)
 
 
 @dataclass
@@ -109,13 +140,73 @@ def load_epoch(path: Path) -> ProbeAttention:
                         "let the run write it again") from None
 
 
+@dataclass
+class EpochWeights:
+    epoch: int
+    step: int
+    state: dict[str, torch.Tensor]  # the model's state_dict after that epoch, floating tensors in fp16
+
+
+def save_weights(path: Path, epoch: int, step: int, model: torch.nn.Module) -> None:
+    """The model's state after `epoch` (no optimizer), atomically like the probe's attention, and like it in
+    fp16: half the file of fp32, for a replay the page shows to two decimals."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+    except OSError as e:
+        raise disk.write_error(path, e) from None
+    state = {name: t.detach().to("cpu", torch.float16) if t.is_floating_point() else t.detach().cpu()
+             for name, t in model.state_dict().items()}
+    payload = {"format": WEIGHTS_FORMAT, "epoch": epoch, "step": step, "model": state}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_weights(path: Path) -> EpochWeights:
+    try:
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != WEIGHTS_FORMAT:
+            raise ValueError("not an epoch weights file")
+        state = payload["model"]
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+            raise ValueError("no model state")
+        return EpochWeights(int(payload["epoch"]), int(payload["step"]), state)
+    except Exception as e:  # cut short or replaced by something else, as load_epoch
+        raise UserError(f"{path} is not a readable epoch weights file ({type(e).__name__}); delete it or let the "
+                        "run write it again") from None
+
+
+def _saved_step(path: Path) -> int | None:
+    """The step a probe attention or weights file was written at, or None for one that cannot be read."""
+    try:
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(payload["step"])
+    except Exception:
+        return None
+
+
+def rewind(run_dir: Path, step: int) -> list[int]:
+    """Before a resume from a checkpoint at `step`: delete the epochs' attention and weights files written after
+    it (by a run that went further from there before), as metrics.jsonl is rewound, so that no file in attention/
+    holds a model the resumed run has not (yet) trained. Returns the epochs dropped. An unreadable file is left
+    alone: the run writes it again if it is a later epoch's."""
+    files = [*epoch_files(run_dir).items(), *weight_files(run_dir).items()]
+    later = sorted({epoch for epoch, path in files if (saved := _saved_step(path)) is not None and saved > step})
+    for epoch in later:
+        for path in (epoch_path(run_dir, epoch), weights_path(run_dir, epoch)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise disk.write_error(path, e) from None
+    return later
+
+
 class AttentionProbe:
     """What the trainer calls at the end of each epoch; only the main process (rank 0) does anything."""
 
-    def __init__(self, ids: torch.Tensor, vocab: Vocab, write: bool) -> None:
+    def __init__(self, ids: torch.Tensor, vocab: Vocab, write: bool, keep_weights: bool = False) -> None:
         self.ids = ids.long()  # (T,)
         self.text = vocab.decode(self.ids)
         self.write = write
+        self.keep_weights = keep_weights  # also save the model's state after each epoch (log.epoch_weights)
         self.previous: AttentionStats | None = None
         self.weights: list[torch.Tensor] | None = None  # per layer (H, T, T), after the last epoch
         self._looked_back = False
@@ -134,6 +225,8 @@ class AttentionProbe:
         note = describe(self.previous, current) if current else None
         self.previous = current
         save_epoch(epoch_path(run_dir, epoch), epoch, step, self.text, self.weights)
+        if self.keep_weights:
+            save_weights(weights_path(run_dir, epoch), epoch, step, model)
         return note
 
     def log_images(self, tb: Any, step: int) -> None:

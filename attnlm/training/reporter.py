@@ -1,7 +1,8 @@
 """What a run tells and leaves behind besides its checkpoints: the header line, the epoch table, TensorBoard,
-metrics.jsonl, samples, the probe's attention (attention/epoch-NNN.pt, images, observations), summary.json and
-the head scores (attnlm.inspection.heads: a "heads" row in metrics.jsonl per epoch, and one for the model
-training starts from as epoch 0) and the final report. Only rank 0 reports; on the other ranks of a torchrun
+metrics.jsonl, samples, the probe's attention (attention/epoch-NNN.pt, images, observations) and a small
+model's weights after each epoch (attention/model-NNN.pt), summary.json and the head scores
+(attnlm.inspection.heads: a "heads" row in metrics.jsonl per epoch, and one for the model training starts from
+as epoch 0) and the final report. Only rank 0 reports; on the other ranks of a torchrun
 job every method returns at once."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from attnlm.config import Config
 from attnlm.data import Corpus, EvalPlan
 from attnlm.data.tasks import TaskData
 from attnlm.inspection.heads import CHARTS, Crossings, measure, repeat_probe, saved_head_scores, tensorboard_scalars
-from attnlm.inspection.probe import AttentionProbe
+from attnlm.inspection.probe import AttentionProbe, keeps_weights, rewind
 from attnlm.lm.generate import generate
 from attnlm.lm.model import AttnLM
 from attnlm.store.metrics import METRICS_FILE, SUMMARY_FILE
@@ -51,7 +52,9 @@ class Reporter:
         # A task's validation windows are all evaluated; a text's split may be evaluated on a subset.
         self.eval_plan = None if isinstance(corpus, TaskData) else \
             EvalPlan.of(len(corpus.val), cfg.model.block_size, cfg.train.eval_chars)
-        self.probe = AttentionProbe(probe, corpus.vocab, write=is_main)  # its attention is recorded every epoch
+        # Its attention is recorded every epoch, and a small model's weights with it (log.epoch_weights).
+        self.probe = AttentionProbe(probe, corpus.vocab, write=is_main,
+                                    keep_weights=keeps_weights(cfg.log.epoch_weights, model.num_params()))
         self.head_probe = repeat_probe(corpus.vocab.size, cfg.model.block_size) if cfg.log.head_scores else None
         self.crossings = Crossings()  # which heads the Observation column already named
         self.is_main = is_main
@@ -75,6 +78,7 @@ class Reporter:
                 self.head_scores(0, 0)  # epoch 0: the model before its first step, where each curve starts
             else:  # metrics.jsonl is already rewound to the checkpoint: the heads named before it stay named
                 self.crossings.replay(saved.scores for saved in saved_head_scores(run_dir))
+                rewind(run_dir, resumed_at)  # attention/ too: no epoch the resumed run has not trained yet
 
     def close(self, quiet: bool = False) -> None:
         """`quiet`: training stopped for a fault of the machine; its message says all, TensorBoard adds nothing."""
@@ -132,8 +136,8 @@ class Reporter:
     def epoch(self, stats: EpochStats, history: list[EpochStats], final: bool) -> None:
         """The epoch's record: one row of the table, its scalars, the probe's attention and its metrics line.
         Written before the epoch's checkpoint, so a resume from an older checkpoint rewinds them (metrics.jsonl
-        by step, TensorBoard by purge_step, attention/ rewritten) and an uninterrupted run and a resumed one log
-        the same."""
+        by step, TensorBoard by purge_step, attention/ by step, then rewritten) and an uninterrupted run and a
+        resumed one log the same."""
         if not self.is_main:
             return
         # The probe's attention after this epoch: saved for the explorer and read for the Observation column.

@@ -57,7 +57,7 @@ SAFE_ON_RESUME: dict[str, Callable[[Any, Any], bool]] = {
     "train.checkpoint_every": _any, "train.eval_batch_size": _any, "train.device": _any, "train.compile": _any,
     "data.cache_dir": _any,
     "log.dir": _any, "log.name": _any, "log.timestamp": _any, "log.tensorboard": _any, "log.attention_images": _any,
-    "log.head_scores": _any,
+    "log.head_scores": _any, "log.epoch_weights": _any,
     "log.sample_chars": _any, "log.sample_prompt": _any, "log.print_every": _any,
 }
 

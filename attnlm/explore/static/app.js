@@ -17,25 +17,69 @@ const state = {
   training: null,    // /api/training
   epoch: null,       // /api/epoch for the slider's epoch
   epochQuery: null,
-  requests: 0,
+  requests: 0,       // tickets: an answer to an older request than the newest of its kind is dropped
+  samples: 0,
+  traces: 0,
+  nexts: 0,
+  errors: {},        // the failed request of each kind ("analyze", "sample", ...) and its message
+  minWeight: 0.1,    // the graph's threshold
 };
 
 // ----- talking to the server -----------------------------------------------------------------
 async function api(path, body) {
   const options = body === undefined ? {} :
     { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new Error("cannot reach the attnlm server (is `attnlm explore` still running?)");
+  }
   let data;
   try { data = await response.json(); } catch (e) { data = { error: `the server answered ${response.status}` }; }
   if (!response.ok) throw new Error(data.error || `the server answered ${response.status}`);
   return data;
 }
 
-function showError(message) {
+// One error line for the whole page: the message of the first failed kind of request, until that kind
+// succeeds again. Whatever the failed request would have redrawn is cleared by its caller, so nothing on the
+// page belongs to a text or a setting other than the current one.
+function setError(kind, message) {
+  if (message) state.errors[kind] = message;
+  else delete state.errors[kind];
+  const shown = Object.values(state.errors)[0] || "";
   const box = $("error");
-  box.textContent = message || "";
-  box.hidden = !message;
-  for (const id of ["strip", "view-lines", "view-heatmap", "view-pipeline"]) $(id).classList.toggle("stale", !!message);
+  box.textContent = shown;
+  box.hidden = !shown;
+}
+
+function clearSample() {
+  state.samples++;  // an answer still on its way is for the text or settings before the change
+  const out = $("continuation");
+  out.textContent = "";
+  out.title = "";
+}
+
+function clearNext() {
+  state.nexts++;
+  $("next-chart").replaceChildren();
+  $("next-caption").textContent = "";
+}
+
+function clearAnalysis() {
+  // The text could not be read: every view drawn from the previous text goes, predictions and all.
+  state.analysis = null;
+  state.hover = null;
+  state.traces++;
+  for (const id of ["strip", "lines", "lines-table", "heatmaps", "heatmap-legend", "graph", "pipeline"]) {
+    $(id).replaceChildren();
+  }
+  for (const id of ["lines-caption", "heatmap-caption", "graph-caption", "pipeline-caption", "pipeline-words"]) {
+    $(id).textContent = "";
+  }
+  $("pipeline-words").hidden = true;
+  clearSample();
+  clearNext();
 }
 
 // ----- small drawing helpers ---------------------------------------------------------------------
@@ -94,24 +138,49 @@ function wordOf(position) {
   return Math.max(0, groups.findIndex((g) => g.includes(position)));
 }
 
+// ----- one figure per head, side by side ------------------------------------------------------------
+// "All, side by side" lays the heads out in a grid that wraps (style.css: .heads); each head's figure scrolls
+// on its own when its text is wider than its column. Returns [{head, w, svg}] to draw into.
+const MIN_COLUMN = 340;  // px: the narrowest column a head gets before the grid wraps to fewer columns
+
+function headFigures(container, v, extraClass = "") {
+  container.replaceChildren();
+  container.classList.toggle("all", v.matrices.length > 1);
+  return v.matrices.map(({ head, w }) => {
+    const fig = html("figure", { class: "head-figure", "data-head": head }, container);
+    html("figcaption", {}, fig, `layer ${state.layer}, head ${head}`);
+    const box = html("div", { class: "scroll" }, fig);
+    const svg = el("svg", { class: extraClass }, box);
+    return { head, w, svg };
+  });
+}
+
+// The width one head's drawing may take: the whole container, or one column of the grid.
+function columnWidth(container, count) {
+  // Measured on the tab bar, which is always shown: a hidden view's own width reads 0.
+  const width = Math.max(300, $("tabs").clientWidth - 30);
+  if (count <= 1) return width;
+  const columns = Math.max(1, Math.min(count, Math.floor(width / MIN_COLUMN)));
+  return (width - 16 * (columns - 1)) / columns;
+}
+
 // ----- the attention lines (attention read as a directed graph) ----------------------------------
-function drawLines(svg, v, query, onPick) {
-  svg.replaceChildren();
+function drawLines(container, v, query, onPick) {
+  const figures = headFigures(container, v, "lines");
   const n = v.labels.length;
   const wide = Math.max(...v.labels.map((l) => l.length));
-  const cell = Math.max(26, 10 * wide + 12);
-  const rowHeight = 60 + Math.min(200, 12 * n + 40);
-  const width = 40 + n * cell;
-  svg.setAttribute("width", width);
-  svg.setAttribute("height", v.matrices.length * rowHeight + 10);
+  const fit = Math.floor((columnWidth(container, figures.length) - 24) / n);
+  // One head: a roomy cell; several: as small as fits the column, down to a cell that still reads.
+  const cell = figures.length > 1 ? Math.max(16, Math.min(26, fit), 8 * wide + 8) : Math.max(26, 10 * wide + 12);
+  const rowHeight = 50 + Math.min(200, 12 * n + 40);
   const q = Math.min(query ?? n - 1, n - 1);
-  v.matrices.forEach(({ head, w }, k) => {
-    const g = el("g", { class: "head", "data-head": head, transform: `translate(20, ${k * rowHeight})` }, svg);
-    const base = rowHeight - 34;
+  for (const { head, w, svg } of figures) {
+    svg.classList.toggle("compact", cell < 24);
+    svg.setAttribute("width", 20 + n * cell);
+    svg.setAttribute("height", rowHeight);
+    const g = el("g", { class: "head", "data-head": head, transform: "translate(10, 0)" }, svg);
+    const base = rowHeight - 24;
     const x = (i) => i * cell + cell / 2;
-    if (v.matrices.length > 1 || state.head === "all") {
-      el("text", { class: "headname", x: 0, y: 14 }, g, `layer ${state.layer}, head ${head}`);
-    }
     const colour = HEAD_COLOURS[head % HEAD_COLOURS.length];
     // Every earlier character (and itself) with a line whose width and opacity follow the weight.
     const row = w[q];
@@ -143,8 +212,8 @@ function drawLines(svg, v, query, onPick) {
         cg.addEventListener("click", () => onPick(i, true));
       }
     });
-  });
-  if (onPick) svg.onmouseleave = () => onPick(null, false);
+    if (onPick) svg.onmouseleave = () => onPick(null, false);
+  }
 }
 
 function weightTable(container, v, query) {
@@ -163,17 +232,19 @@ function weightTable(container, v, query) {
 
 // ----- heat maps -----------------------------------------------------------------------------
 function drawHeatmaps(container, v, query, onPick) {
-  container.replaceChildren();
+  const figures = headFigures(container, v, "heatmap");
   const n = v.labels.length;
-  const cell = Math.max(9, Math.min(24, Math.floor((state.head === "all" ? 360 : 640) / n)));
-  const pad = 14 + 8 * Math.max(...v.labels.map((l) => l.length));
-  for (const { head, w } of v.matrices) {
-    const fig = html("figure", { "data-head": head }, container);
-    html("figcaption", {}, fig, `layer ${state.layer}, head ${head}`);
-    const svg = el("svg", { class: "heatmap", width: pad + n * cell + 4, height: pad + n * cell + 4 }, fig);
+  const wide = Math.max(...v.labels.map((l) => l.length));
+  const pad = 14 + 8 * wide;
+  const fit = Math.floor((columnWidth(container, figures.length) - pad - 8) / n);
+  const cell = Math.max(8, Math.min(24, fit));
+  const font = Math.min(11, cell + 2);
+  for (const { w, svg } of figures) {
+    svg.setAttribute("width", pad + n * cell + 4);
+    svg.setAttribute("height", pad + n * cell + 4);
     v.labels.forEach((label, i) => {
-      el("text", { x: pad + i * cell + cell / 2, y: pad - 5, "text-anchor": "middle" }, svg, label);
-      el("text", { x: pad - 5, y: pad + i * cell + cell / 2 + 4, "text-anchor": "end" }, svg, label);
+      el("text", { x: pad + i * cell + cell / 2, y: pad - 5, "text-anchor": "middle", "font-size": font }, svg, label);
+      el("text", { x: pad - 5, y: pad + i * cell + cell / 2 + 4, "text-anchor": "end", "font-size": font }, svg, label);
     });
     for (let i = 0; i < n; i++) {
       for (let j = 0; j < n; j++) {
@@ -191,6 +262,26 @@ function drawHeatmaps(container, v, query, onPick) {
       el("rect", { class: "q", x: pad, y: pad + query * cell, width: n * cell - 1, height: cell - 1 }, svg);
     }
   }
+}
+
+// The heat maps' colour scale: 0 to 1 in the shades the cells use, and the grey of the future.
+let legends = 0;
+function drawLegend(container) {
+  container.replaceChildren();
+  const id = `legend-gradient-${++legends}`;
+  const W = 200, L = 8;
+  const svg = el("svg", { class: "legend", width: W + 2 * L + 150, height: 48, role: "img",
+                          "aria-label": "colour scale: attention probability from 0 to 1" }, container);
+  const gradient = el("linearGradient", { id, x1: 0, x2: 1, y1: 0, y2: 0 }, el("defs", {}, svg));
+  for (let k = 0; k <= 10; k++) el("stop", { offset: k / 10, "stop-color": shade(k / 10) }, gradient);
+  el("rect", { x: L, y: 4, width: W, height: 12, fill: `url(#${id})`, stroke: "#999" }, svg);
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    el("line", { x1: L + t * W, x2: L + t * W, y1: 16, y2: 20, stroke: "#999" }, svg);
+    el("text", { class: "tick", x: L + t * W, y: 31, "text-anchor": "middle" }, svg, String(t));
+  }
+  el("text", { class: "name", x: L + W / 2, y: 45, "text-anchor": "middle" }, svg, "attention probability");
+  el("rect", { x: L + W + 20, y: 4, width: 12, height: 12, fill: "var(--future)", stroke: "#999" }, svg);
+  el("text", { class: "tick", x: L + W + 38, y: 14 }, svg, "future: never seen");
 }
 
 // ----- the text box and the prediction strip ---------------------------------------------------
@@ -236,6 +327,7 @@ let typing = null;
 function onType() {
   const text = $("text").value;
   $("count").textContent = `${[...text].length} / ${state.info.model.block_size}`;
+  clearSample();  // a continuation of the text before this keystroke
   clearTimeout(typing);
   typing = setTimeout(() => analyze(text), 120);
 }
@@ -249,26 +341,94 @@ async function analyze(text) {
     state.analysis = a;
     const n = state.words ? a.words.labels.length : a.text.length;
     if (state.query === null || state.query >= n || grew) state.query = n - 1;
-    showError(null);
+    setError("analyze", null);
     render();
+    loadNext();
+    if (epochFollowsText(a.text)) loadEpoch(Number($("epoch").value));
     if (state.tab === "pipeline") loadPipeline();
   } catch (e) {
-    if (ticket === state.requests) showError(e.message);
+    if (ticket !== state.requests) return;
+    clearAnalysis();
+    setError("analyze", e.message);
   }
 }
 
+// ----- sampling: the settings, the continuation, the distribution it draws from --------------------
+function sampling() {
+  const k = Number($("top-k").value), p = Number($("top-p").value);
+  return { temperature: Number($("temperature").value), top_k: k, top_p: p };
+}
+
+function showSampling() {
+  const s = sampling();
+  $("temperature-value").textContent = s.temperature.toFixed(2);
+  $("top-k-value").textContent = s.top_k === 0 ? "off" : String(s.top_k);
+  $("top-p-value").textContent = s.top_p === 1 ? "off" : s.top_p.toFixed(2);
+}
+
+let settling = null;
+function onSampling() {
+  showSampling();
+  clearSample();  // drawn under the settings before this change
+  clearTimeout(settling);
+  settling = setTimeout(loadNext, 80);
+}
+
 async function sample() {
+  const ticket = ++state.samples;
   const out = $("continuation");
   out.textContent = "…";
   try {
     const r = await api("/api/sample", { text: $("text").value, n: Number($("sample-n").value),
-                                         seed: Number($("seed").value), temperature: 0.8 });
+                                         seed: Number($("seed").value), ...sampling() });
+    if (ticket !== state.samples) return;  // the text or the settings changed meanwhile
     out.textContent = r.continuation;
-    out.title = `seed ${r.seed}, temperature ${r.temperature}`;
+    out.title = `seed ${r.seed}, temperature ${r.temperature}, top-k ${r.top_k ?? "off"}, top-p ${r.top_p ?? "off"}`;
+    setError("sample", null);
   } catch (e) {
-    out.textContent = "";
-    showError(e.message);
+    if (ticket !== state.samples) return;
+    clearSample();
+    setError("sample", e.message);
   }
+}
+
+async function loadNext() {
+  const a = state.analysis;
+  if (!a) return;
+  const ticket = ++state.nexts;
+  try {
+    const r = await api("/api/next", { text: a.text, ...sampling() });
+    if (ticket !== state.nexts) return;
+    drawNext(r);
+    setError("next", null);
+  } catch (e) {
+    if (ticket !== state.nexts) return;
+    clearNext();
+    setError("next", e.message);
+  }
+}
+
+function drawNext(r) {
+  const settings = [`temperature ${fmt(r.temperature)}`, r.top_k ? `top-k ${r.top_k}` : "no top-k",
+                    r.top_p ? `top-p ${fmt(r.top_p)}` : "no top-p"].join(", ");
+  $("next-caption").textContent = `The next character is drawn from this (${settings}): ${r.kept} of the ` +
+    `${r.vocab_size} characters kept, their probabilities renormalised to sum to 1; the ${r.next.length} likeliest shown.`;
+  // A column per character, likeliest first, as tall as its probability against the likeliest's (each
+  // bar is labelled with its own).
+  const svg = $("next-chart");
+  svg.replaceChildren();
+  const colW = 42, H = 70, T = 14, B = 18;
+  svg.setAttribute("width", 8 + r.next.length * colW);
+  svg.setAttribute("height", T + H + B);
+  el("line", { x1: 0, x2: 8 + r.next.length * colW, y1: T + H, y2: T + H, stroke: "#999" }, svg);
+  r.next.forEach((c, k) => {
+    const g = el("g", { class: "next", "data-char": c.char, "data-p": c.p, transform: `translate(${4 + k * colW}, 0)` }, svg);
+    const h = Math.max(1, H * c.p / r.next[0].p);
+    el("rect", { class: "bar", x: 6, y: T + H - h, width: colW - 12, height: h }, g);
+    el("text", { class: "p", x: colW / 2, y: T + H - h - 3, "text-anchor": "middle" }, g, fmt(c.p, 3).replace(/^0/, ""));
+    el("text", { class: "char", x: colW / 2, y: T + H + 14, "text-anchor": "middle" }, g, c.label);
+    el("title", {}, g, `“${c.label}”: ${fmt(c.p, 4)}`);
+  });
 }
 
 // ----- the pipeline: one head's computation for one query, step by step ------------------------
@@ -302,16 +462,28 @@ function stage(parent, title, math) {
 async function loadPipeline() {
   const a = state.analysis;
   if (!a) return;
+  const ticket = ++state.traces;
   const head = state.head === "all" ? 0 : state.head;
   const query = currentCharQuery();
   $("pipeline-caption").textContent = `Layer ${state.layer}, head ${head}` +
     (state.head === "all" ? " (pick one head above to follow another)" : "") +
     `, query position ${query} (“${a.labels[query]}”): click a character to follow another one.`;
+  // The model attends between characters; words are a way of reading its weights, so the pipeline stays per
+  // character and says which one stands for the word.
+  const word = state.words ? a.words.labels[wordOf(query)] : null;
+  $("pipeline-words").hidden = !state.words;
+  $("pipeline-words").textContent = state.words ? `Words are on, but the pipeline is per character: the model ` +
+    `computes attention between characters, and grouping into words only sums its weights afterwards. The word ` +
+    `“${word}” is followed here through its last character, “${a.labels[query]}” (position ${query}).` : "";
   try {
     const t = await api("/api/trace", { text: a.text, layer: state.layer, head, query });
+    if (ticket !== state.traces) return;
     drawPipeline(t);
+    setError("trace", null);
   } catch (e) {
-    showError(e.message);
+    if (ticket !== state.traces) return;
+    $("pipeline").replaceChildren();
+    setError("trace", e.message);
   }
 }
 
@@ -377,6 +549,68 @@ function drawPipeline(t) {
     "it goes on, beside the other heads' outputs, into the output projection and the residual stream.");
 }
 
+// ----- the graph: attention as a directed graph, drawn here (no Graphviz) ---------------------------
+// As `attnlm attention --graph` draws it: a node per character (or word) in reading order, an arrow from each
+// query to every key it gives more than the minimum weight, as wide and as opaque as the weight, labelled with
+// it. Attention only looks back, so every arrow runs right to left (or loops back onto its own node).
+let graphs = 0;
+function drawGraph(container, v, minWeight) {
+  const figures = headFigures(container, v, "graph");
+  const n = v.labels.length;
+  const radius = v.labels.map((l) => Math.max(14, 4 * l.length + 8));
+  const gap = 18;
+  const xs = [];
+  let x = 16;
+  for (let i = 0; i < n; i++) { x += radius[i]; xs.push(x); x += radius[i] + gap; }
+  const maxLift = Math.min(220, 30 + 14 * n);
+  const base = maxLift + 40;
+  let shown = 0;
+  for (const { head, w, svg } of figures) {
+    svg.setAttribute("width", x);
+    svg.setAttribute("height", base + Math.max(...radius) + 8);
+    const marker = `arrow-${++graphs}`;
+    el("path", { d: "M 0 0 L 8 4 L 0 8 z", fill: "#08306b" },
+       el("marker", { id: marker, viewBox: "0 0 8 8", refX: 7, refY: 4, markerWidth: 8, markerHeight: 8,
+                      markerUnits: "userSpaceOnUse", orient: "auto" }, el("defs", {}, svg)));
+    const edges = el("g", { class: "edges" }, svg);
+    let count = 0;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j <= i; j++) {
+        const weight = w[i][j];
+        if (!(weight > minWeight)) continue;
+        count++;
+        const top = base - radius[i];
+        let d, lx, ly;
+        if (i === j) {  // a loop over the node's top
+          const r = radius[i];
+          d = `M ${xs[i] + 0.5 * r} ${base - 0.85 * r} C ${xs[i] + r} ${top - 34} ${xs[i] - r} ${top - 34} ${xs[i] - 0.5 * r} ${base - 0.87 * r}`;
+          lx = xs[i]; ly = top - 28;
+        } else {  // an arc over the nodes between, higher the farther it reaches
+          const lift = 24 + (maxLift - 24) * (i - j) / Math.max(1, n - 1);
+          const y0 = base - radius[i], y1 = base - radius[j];
+          d = `M ${xs[i]} ${y0} Q ${(xs[i] + xs[j]) / 2} ${Math.min(y0, y1) - 2 * lift} ${xs[j]} ${y1}`;
+          lx = (xs[i] + xs[j]) / 2; ly = Math.min(y0, y1) - lift + 3;
+        }
+        const path = el("path", {
+          class: "edge", d, "stroke-width": (0.5 + 5 * weight).toFixed(2),
+          "stroke-opacity": ((64 + 191 * weight) / 255).toFixed(3), "marker-end": `url(#${marker})`,
+          "data-from": i, "data-to": j, "data-head": head, "data-weight": weight,
+        }, edges);
+        el("title", {}, path, `${v.labels[i]} → ${v.labels[j]}: ${fmt(weight, 3)}`);
+        el("text", { class: "weight", x: lx, y: ly, "data-from": i, "data-to": j }, edges, fmt(weight));
+      }
+    }
+    shown = Math.max(shown, count);
+    v.labels.forEach((label, i) => {
+      const g = el("g", { class: "node", "data-index": i }, svg);
+      el("circle", { cx: xs[i], cy: base, r: radius[i] }, g);
+      el("text", { x: xs[i], y: base + 5, "text-anchor": "middle" }, g, label);
+    });
+    svg.setAttribute("data-edges", count);
+  }
+  return shown;
+}
+
 // ".42", "1.0", "0": two decimals in three characters, to fit above a character.
 function short(w) {
   const t = w.toFixed(2);
@@ -389,6 +623,7 @@ function sub(i) { return String(i).replace(/\d/g, (d) => "₀₁₂₃₄₅₆�
 function lineChart(svg, series, yLabel) {
   svg.replaceChildren();
   const W = 420, H = 220, L = 46, R = 90, T = 10, B = 28;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);  // shrinks with a narrow window instead of being cut
   const all = series.flatMap((s) => s.points);
   if (!all.length) return;
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
@@ -417,8 +652,11 @@ async function loadTraining() {
   if (state.training) return;
   try {
     state.training = await api("/api/training");
+    setError("training", null);
   } catch (e) {
-    showError(e.message);
+    $("training-empty").hidden = true;
+    $("training-body").hidden = true;  // nothing of another run, or half drawn, stays
+    setError("training", e.message);
     return;
   }
   const tr = state.training;
@@ -451,6 +689,7 @@ async function loadTraining() {
     html("td", { class: "obs" }, row, r.observation || "");
     html("td", {}, row, `${fmt(r.seconds, 1)}s`);
   }
+  drawHeadScores($("head-scores"), tr);
   const slider = $("epoch");
   const epochs = tr.attention_epochs;
   if (epochs.length) {
@@ -465,16 +704,81 @@ async function loadTraining() {
   }
 }
 
+// The slider replays the text being analysed under the weights the run kept after that epoch; the server
+// falls back to the probe text saved then (a run that kept no weights) and says why. Without an analysed
+// text (the box holds one the model cannot read) it asks for the probe text.
+let epochTicket = 0;
 async function loadEpoch(n) {
   const epochs = state.training.attention_epochs;
   const nearest = epochs.reduce((a, b) => Math.abs(b - n) < Math.abs(a - n) ? b : a, epochs[0]);
+  const ticket = ++epochTicket;
+  const body = state.analysis ? { epoch: nearest, text: state.analysis.text } : { epoch: nearest };
   try {
-    state.epoch = await api(`/api/epoch?epoch=${nearest}`);
+    const e = await api("/api/epoch", body);
+    if (ticket !== epochTicket) return;
+    if (!state.epoch || state.epoch.text !== e.text) state.epochQuery = null;  // another text: its last character
+    state.epoch = e;
+    setError("epoch", null);
   } catch (e) {
-    showError(e.message);
+    if (ticket !== epochTicket) return;
+    state.epoch = null;  // the slider no longer points at what is drawn: draw nothing
+    for (const id of ["epoch-lines", "epoch-heatmaps", "epoch-legend"]) $(id).replaceChildren();
+    $("epoch-label").textContent = "";
+    epochNote(null);
+    setError("epoch", e.message);
     return;
   }
   renderEpoch();
+}
+
+// Whether a newly analysed text changes what the slider shows: the replay of another text, or the probe text
+// shown for want of an analysed one. A probe text shown for want of weights stays as it is.
+function epochFollowsText(text) {
+  if (!state.training || !state.training.attention_epochs.length) return false;  // the tab is not drawn
+  const e = state.epoch;
+  return !e || (e.replayed === "typed" ? e.text !== text : !e.reason);
+}
+
+// The note under the slider when it replays the probe text for want of weights; made on first use.
+function epochNote(text) {
+  let note = $("epoch-note");
+  if (!note) {
+    note = html("p", { id: "epoch-note", class: "note" });
+    $("epoch-lines").before(note);
+  }
+  note.textContent = text || "";
+  note.hidden = !text;
+}
+
+// The head scores after each epoch (metrics.jsonl), one grid per score: a row per head "layer.head", a column
+// per epoch (0: before training), each cell shaded by its score (0 to 1) and labelled with it.
+function drawHeadScores(container, tr) {
+  container.replaceChildren();
+  const history = tr.heads || [];
+  $("head-scores-empty").hidden = history.length > 0;
+  if (!history.length) return;
+  const keys = Object.keys(history[history.length - 1].heads);
+  const cellW = 40, cellH = 22, L = 40, T = 20;
+  for (const score of tr.scores) {
+    const fig = html("figure", { "data-score": score }, container);
+    html("figcaption", {}, fig, `${score.replace("_", "-")} score`);
+    const box = html("div", { class: "scroll" }, fig);
+    const svg = el("svg", { class: "scores", width: L + history.length * cellW + 4, height: T + keys.length * cellH + 4 }, box);
+    history.forEach((h, c) => el("text", { class: "epoch", x: L + c * cellW + cellW / 2, y: T - 6, "text-anchor": "middle" },
+                                   svg, String(h.epoch)));
+    keys.forEach((key, r) => {
+      el("text", { class: "key", x: L - 6, y: T + r * cellH + cellH / 2 + 4, "text-anchor": "end" }, svg, key);
+      history.forEach((h, c) => {
+        const value = h.heads[key] ? h.heads[key][score] : null;
+        const g = el("g", { class: "score", "data-head": key, "data-epoch": h.epoch, "data-value": value ?? "" }, svg);
+        el("rect", { x: L + c * cellW, y: T + r * cellH, width: cellW - 2, height: cellH - 2,
+                     fill: value === null ? "var(--future)" : shade(value) }, g);
+        el("text", { x: L + c * cellW + cellW / 2 - 1, y: T + r * cellH + cellH / 2 + 3, "text-anchor": "middle",
+                     fill: value !== null && value > 0.45 ? "white" : "#1b1f24" }, g, value === null ? "-" : fmt(value));
+        el("title", {}, g, `head ${key} after epoch ${h.epoch}: ${score.replace("_", "-")} score ${fmt(value, 3)}`);
+      });
+    });
+  }
 }
 
 function renderEpoch() {
@@ -482,7 +786,9 @@ function renderEpoch() {
   if (!e) return;
   const row = (state.training.epochs || []).find((r) => r.epoch === e.epoch);
   $("epoch-label").textContent = `after epoch ${e.epoch} (step ${e.step})` +
-    (row ? `: val loss ${fmt(row.val_loss, 4)}` : "") + ` — probe text “${e.text.replace(/\n/g, "↵")}”`;
+    (row ? `: val loss ${fmt(row.val_loss, 4)}` : "") +
+    ` — ${e.replayed === "typed" ? "your" : "probe"} text “${e.text.replace(/\n/g, "↵")}”`;
+  epochNote(e.reason ? `${e.reason}: showing the probe text it saved` : null);
   for (const tr of $("epoch-table").querySelectorAll("tr[data-epoch]")) {
     tr.classList.toggle("current", Number(tr.dataset.epoch) === e.epoch);
   }
@@ -494,6 +800,7 @@ function renderEpoch() {
     renderEpoch();
   });
   drawHeatmaps($("epoch-heatmaps"), v, q, null);
+  drawLegend($("epoch-legend"));
 }
 
 // ----- putting it together -----------------------------------------------------------------------
@@ -509,14 +816,32 @@ function render() {
     "width and opacity follow the weight." + (state.words ? " A word's weight sums its characters; a word's row averages its characters' rows." : "");
   drawLines($("lines"), v, q, pick);
   weightTable($("lines-table"), v, q);
+  $("heatmap-caption").textContent = `Rows: the ${unit} asking (query); columns: the ${unit} it attends to (key). ` +
+    `Each row sums to 1; grey cells are the future, which a ${unit} can never see. Click a row to pick that query.`;
   drawHeatmaps($("heatmaps"), v, q, pick);
+  drawLegend($("heatmap-legend"));
+  if (state.tab === "graph") renderGraph();
   if (state.epoch) renderEpoch();
+}
+
+function renderGraph() {
+  const a = state.analysis;
+  if (!a) return;
+  const v = view(a);
+  const unit = state.words ? "word" : "character";
+  $("min-weight-value").textContent = state.minWeight.toFixed(2);
+  const shown = drawGraph($("graph"), v, state.minWeight);
+  $("graph-caption").textContent = `Layer ${state.layer}, ${state.head === "all" ? "all heads" : `head ${state.head}`}: ` +
+    `a node per ${unit}, an arrow from each ${unit} to every earlier ${unit} (or itself) it gives more than ` +
+    `${state.minWeight.toFixed(2)} of its attention, as wide and as dark as the weight` +
+    (v.matrices.length === 1 ? ` (${shown} arrows).` : ".");
 }
 
 function selectTab(tab) {
   state.tab = tab;
   for (const b of $("tabs").querySelectorAll("button")) b.setAttribute("aria-selected", String(b.dataset.tab === tab));
-  for (const name of ["lines", "heatmap", "pipeline", "training"]) $(`view-${name}`).hidden = name !== tab;
+  for (const name of ["lines", "heatmap", "graph", "pipeline", "training"]) $(`view-${name}`).hidden = name !== tab;
+  if (tab === "graph") renderGraph();
   if (tab === "pipeline") loadPipeline();
   if (tab === "training") loadTraining();
 }
@@ -530,7 +855,7 @@ async function main() {
   try {
     state.info = await api("/api/info");
   } catch (e) {
-    showError(`cannot reach the attnlm server: ${e.message}`);
+    setError("info", e.message);
     return;
   }
   const info = state.info;
@@ -551,7 +876,14 @@ async function main() {
     state.words = $("words").checked;
     state.query = state.words && q !== null ? wordOf(q) : q;
     render();
+    if (state.tab === "pipeline") loadPipeline();
   };
+  $("min-weight").addEventListener("input", () => { state.minWeight = Number($("min-weight").value); renderGraph(); });
+  $("top-k").max = info.vocab.length;
+  for (const id of ["temperature", "top-k", "top-p"]) $(id).addEventListener("input", onSampling);
+  showSampling();
+  let resizing = null;
+  window.addEventListener("resize", () => { clearTimeout(resizing); resizing = setTimeout(render, 150); });
   $("text").maxLength = m.block_size;
   $("text").addEventListener("input", onType);
   $("sample-button").onclick = sample;
