@@ -242,6 +242,21 @@ def test_max_time_stops_at_the_step_boundary_where_the_clock_runs_out_and_closes
     assert (summary["steps"], summary["epochs"]) == (7, 2)
 
 
+def test_a_budget_that_runs_out_at_an_epoch_boundary_is_saved_as_spent(tmp_path: Path, small_corpus: Path) -> None:
+    """The clock says the budget is spent only once the next epoch has begun, before its first step (an epoch's
+    end is timed after that epoch's own check): nothing is left to evaluate, yet last.pt must say the budget is
+    spent, or a resume would train on as if it were not."""
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=3", "train.steps_per_epoch=5", "train.max_time=3600")
+    # As a real clock does when the reserve it keeps for the final epoch end grows once that end has been timed.
+    trainer.clock.out_of_time = lambda: trainer.clock.epoch_end_seconds > 0
+    run = new_run_dir(tmp_path, "boundary", False, False)
+    assert trainer.fit(run) == 0
+    assert [(r["epoch"], r["step"]) for r in epoch_rows(run)] == [(1, 5)]
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["state"]
+    assert (last["step"], last["spent_budget"]) == (5, 3600)
+    assert trainer.finished()
+
+
 def test_real_max_time_budget_ends_a_cli_run_cleanly_long_before_its_epochs(tmp_path: Path,
                                                                             small_corpus: Path) -> None:
     """A 1.5-second budget on a run of 100,000 epochs x 30 steps: the run ends by time with exit 0, its last

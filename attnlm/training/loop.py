@@ -288,6 +288,10 @@ class Trainer:
             self._fold_epoch_totals(epoch_loss, epoch_correct, st.step_in_epoch - steps_before, step_clock)
             if st.step_in_epoch > 0:
                 self._end_epoch(final=stopped or st.epoch == t.epochs or bool(t.max_steps and st.step >= t.max_steps))
+            elif stopped:
+                # Stopped before this epoch's first step (the budget ran out between two epochs): nothing to
+                # evaluate, but last.pt must record the spent budget, or a resume would train on.
+                self.save()
             if self.stop_signal is not None:
                 return self._interrupted()
         st.elapsed = self.clock.elapsed()
