@@ -201,5 +201,8 @@ def snapshot(*roots: Path) -> dict[str, tuple[str, int]]:
     for root in roots:
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for p in paths:
-            files[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            try:
+                files[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            except FileNotFoundError:  # a live run's temporary file, renamed into place since the listing
+                continue
     return files
