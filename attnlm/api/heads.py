@@ -92,10 +92,10 @@ def heads(*, run: str | None, checkpoint: str | None, as_json: bool, epochs: boo
 
 
 def _run_folder(run: str | None) -> Path:
-    from attnlm.store.run_dir import list_run_dirs
+    from attnlm.store.run_dir import list_run_dirs, named_run
 
     if run is not None:
-        folder = Path(run)
+        folder = named_run(run)
         if not (folder / "checkpoints").is_dir():
             raise UserError(f"run folder not found: {folder}; `attnlm runs` lists the runs")
         return folder

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -70,6 +72,20 @@ def unlock_run(lock: int) -> None:
     locks.release(lock)
 
 
+STAMP = re.compile(r"-\d{8}-\d{6}")  # what log.timestamp adds to a run's name
+
+
+def named_run(run: str | Path) -> Path:
+    """The run folder `run` names: itself where it exists, else the newest `RUN-YYYYMMDD-HHMMSS` beside it, as
+    log.timestamp names a run, so that `--run runs/induction` finds the latest run trained with `--name induction`."""
+    folder = Path(run)
+    if folder.exists() or not folder.name:
+        return folder
+    stamped = [p for p in folder.parent.glob(glob.escape(folder.name) + "-*")
+               if STAMP.fullmatch(p.name[len(folder.name):]) and p.is_dir()]
+    return max(stamped, key=lambda p: p.name) if stamped else folder
+
+
 def list_run_dirs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
@@ -102,7 +118,7 @@ def resolve_checkpoint(run: str | None, checkpoint: str | None, root: str | Path
             raise UserError(f"checkpoint not found: {checkpoint}; pass --run DIR or --checkpoint FILE of a trained run")
         return Path(checkpoint)
     if run:
-        folder = Path(run)
+        folder = named_run(run)
         if not folder.is_dir():
             raise UserError(f"run folder not found: {folder}; `attnlm runs` lists the runs")
         from attnlm.store.exported import is_export
