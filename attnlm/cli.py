@@ -196,13 +196,18 @@ def trace(
     set_: list[str] = SetOpt,
     layer: int = LayerOpt,
     head: int = typer.Option(0, "--head", metavar="N", help="which head of that layer (0 is the first)"),
+    query: Optional[int] = typer.Option(None, "--query", metavar="I",
+                                        help="follow the query at position I (0 is the first character; default "
+                                             "the last)"),
+    row: bool = typer.Option(False, "--row", help="also print the query's full attention row: each visible key, "
+                                                  "its score, its weight and the running weighted sum"),
     device: str = DeviceOpt,
 ) -> None:
     """Trace one attention head stage by stage: shapes, what each step does and sample values."""
     from attnlm.api.trace import trace as run_trace
 
     run_trace(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer, head=head,
-                  device=device, console=console)
+                  device=device, console=console, query=query, row=row)
 
 
 @app.command(cls=Command)
@@ -220,7 +225,16 @@ def attention(
                                          help="write the directed graph: FILE.dot, .svg or .png"),
     min_weight: float = typer.Option(0.1, "--min-weight", metavar="W", help="graph edges only for weights above this"),
     heatmap: Optional[Path] = typer.Option(None, "--heatmap", metavar="FILE",
-                                           help="write heat maps of every layer and head: FILE.png"),
+                                           help="write the heat map of what the table shows (same --layer, --head "
+                                                "or --mean, --words), with a colour legend: FILE.png"),
+    all_heads: bool = typer.Option(False, "--all-heads", help="with --heatmap: a grid of every layer and head "
+                                                              "instead of the table's one view"),
+    heatmap_vs_uniform: bool = typer.Option(False, "--heatmap-vs-uniform",
+                                            help="with --heatmap: draw learned - uniform (red below chance, blue "
+                                                 "above, white at chance)"),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
+                                            help="also print the vs-uniform table: each weight minus what an even "
+                                                 "spread over the visible characters gives (default: on with --words)"),
     device: str = DeviceOpt,
 ) -> None:
     """Print the attention probability table; optionally write it as a directed graph and heat maps."""
@@ -228,7 +242,8 @@ def attention(
 
     run_attention(run=run, checkpoint=checkpoint, config=config, overrides=set_, text=text, layer=layer,
                       head=head, mean=mean, words=words, graph=graph, min_weight=min_weight, heatmap=heatmap,
-                      device=device, console=console)
+                      device=device, console=console, baseline=baseline, all_heads=all_heads,
+                      heatmap_difference=heatmap_vs_uniform)
 
 
 @app.command(cls=Command)
@@ -249,6 +264,26 @@ def heads(
 
 
 @app.command(cls=Command)
+def ablate(
+    run: Optional[str] = RunOpt,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", metavar="best|last|FILE",
+                                             help="the run's best.pt (default) or last.pt, or a checkpoint file"),
+    text: Optional[str] = typer.Option(None, "--text", metavar="TEXT", help="measure the loss on this text (default: "
+                                       "the run's validation split; for a data.task run the repeated random probe)"),
+    mode: str = typer.Option("zero", "--mode", metavar="zero|mean", help="zero: the head's output z becomes zeros "
+                             "before the output projection; mean: its mean over every position of the same text"),
+    as_json: bool = typer.Option(False, "--json", help='print {"L.H": delta} only: the loss with the head off minus '
+                                                       'the intact loss'),
+    device: str = DeviceOpt,
+) -> None:
+    """Switch each attention head off in turn: the change in loss and which next-character predictions flip."""
+    from attnlm.api.ablation import ablate_command
+
+    ablate_command(run=run, checkpoint=checkpoint, text=text, mode=mode, as_json=as_json, device=device,
+                   console=console)
+
+
+@app.command(cls=Command)
 def explore(
     run: Optional[str] = RunOpt,
     checkpoint: Optional[str] = CheckpointOpt,
@@ -264,8 +299,9 @@ def explore(
     """Watch attention work in your browser: attention lines, heat maps, the per-head pipeline, training."""
     from attnlm.api.explore import explore as serve
 
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     serve(run=run, checkpoint=checkpoint, host=host, port=port, open_browser=not no_browser, device=device,
-          token=token)
+          token=token, ask=(lambda question: typer.confirm(question, default=True)) if interactive else None)
 
 
 @data_app.command("shakespeare", cls=Command)

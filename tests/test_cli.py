@@ -111,7 +111,7 @@ def test_runs_lists_the_run_and_shows_one_in_detail(trained_run) -> None:
     table = [line for line in train.stdout.splitlines() if line.startswith("Epoch")][0]
     assert table in detail and "starts learning" in detail  # the epoch table as training printed it
     assert "what attention learned by epoch 3" in detail
-    assert all(f"L{layer}H{head}  entropy" in detail for layer in (0, 1) for head in (0, 1))
+    assert all(f"head {layer}.{head}  entropy" in detail for layer in (0, 1) for head in (0, 1))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["observation"].splitlines()[0] in detail for r in rows if r["kind"] == "epoch"] == [True] * 3
 

@@ -31,7 +31,7 @@ def test_yes_trains_the_lesson_model_and_returns_its_run(lesson_folder) -> None:
     questions = []
     run = offer_lesson_run(lambda q: questions.append(q) or True)
     assert questions == ["There is no trained model under runs/ yet. Train the lesson model now "
-                         "(configs/tiny.yaml, about half a minute on a laptop CPU)?"]
+                         "(configs/tiny.yaml, under a minute on a laptop CPU)?"]
     assert run is not None and (lesson_folder / run / "checkpoints" / "best.pt").is_file()
     # A run now exists: the next command is not asked again.
     assert offer_lesson_run(lambda q: pytest.fail(f"asked again: {q}")) is None

@@ -16,9 +16,9 @@ from attnlm.errors import ArgumentValueError, UserError
 from attnlm.explore.guard import check_token, is_loopback, is_wildcard
 from attnlm.explore.model_access import ExploredModel
 from attnlm.explore.server import ExploreServer, make_server, start
-from attnlm.store.run_dir import list_run_dirs, resolve_checkpoint
+from attnlm.store.run_dir import list_run_dirs, named_run, resolve_checkpoint
 
-# The model a learner with no run is offered: small enough to train in about half a minute on a laptop CPU,
+# The model a learner with no run is offered: small enough to train in under a minute on a laptop CPU,
 # trained on English text so that its attention has words to show (docs/lesson.md starts from it).
 LESSON_CONFIG = Path("configs/tiny.yaml")
 
@@ -27,7 +27,7 @@ def open_explored(run: str | None, checkpoint: str | None, device: str = "cpu") 
     """The model of --run, --checkpoint or the newest run, as every command finds it, with its run folder."""
     path = resolve_checkpoint(run, checkpoint)
     # A checkpoint inside a run folder (RUN/checkpoints/x.pt) brings its run's history along.
-    run_dir = Path(run) if run else path.parent.parent if (path.parent.parent / "metrics.jsonl").is_file() else None
+    run_dir = named_run(run) if run else path.parent.parent if (path.parent.parent / "metrics.jsonl").is_file() else None
     return ExploredModel(load(path, device=device), run_dir)
 
 
@@ -58,7 +58,7 @@ def offer_lesson_run(ask: Callable[[str], bool], root: str | Path = "runs") -> s
     if any(any((p / "checkpoints").glob("*.pt")) for p in list_run_dirs(root)) or not LESSON_CONFIG.is_file():
         return None
     if not ask(f"There is no trained model under {root}/ yet. Train the lesson model now ({LESSON_CONFIG}, "
-               "about half a minute on a laptop CPU)?"):
+               "under a minute on a laptop CPU)?"):
         return None
     from attnlm.api.run import train
 
