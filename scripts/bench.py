@@ -155,7 +155,7 @@ def attnlm_process(args: argparse.Namespace, data: str | None, steps: int, skip:
            "--set", f"log.dir={out}", "--set", "log.timestamp=false", "--set", "log.name=throughput"]
     for s in [*args.set, *([f"data.path={data}"] if data else []), "train.max_time=null", f"train.max_steps={steps}",
               "train.epochs=1", f"train.steps_per_epoch={steps}", "log.print_every=10", "log.tensorboard=false",
-              "log.sample_chars=0", "log.head_scores=false"]:
+              "log.sample_chars=0", "log.head_scores=false", "log.epoch_weights=false"]:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "110"})
     if proc.returncode != 0:
@@ -347,7 +347,7 @@ def speedrun(args: argparse.Namespace) -> dict[str, Any]:
             # Evaluations on a fixed subset every few seconds, to time when our val first reaches nanoGPT's
             # final one; they run inside the budget, so they cost our run training time.
             args.set += [f"train.steps_per_epoch={args.eval_every}", "train.epochs=1000000",
-                         f"train.eval_chars={args.eval_chars}", "log.head_scores=false"]
+                         f"train.eval_chars={args.eval_chars}", "log.head_scores=false", "log.epoch_weights=false"]
     cfg = config_for(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="attnlm-bench-"))
     name = cfg.log.name or Path(args.config).stem
