@@ -293,7 +293,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                    "vs_nanogpt": round(statistics.median(ratios), 3)}
     result = emit("throughput", rows, record)
     if args.profile:
-        console.print(profile_steps(cfg))
+        print(profile_steps(cfg), flush=True)  # its own column layout, not wrapped to the terminal
     return result
 
 
