@@ -439,10 +439,8 @@ def test_the_page_loads_ablate_js_without_inline_styles_or_the_network() -> None
 
 
 def test_clicking_a_head_shows_the_predictions_without_it(trained_run) -> None:
-    from test_explore_browser import FLAGS, chromium
-
-    executable = chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
+    from test_explore_browser import open_page
 
     from attnlm.api.explore import start_explorer
 
@@ -457,12 +455,7 @@ def test_clicking_a_head_shows_the_predictions_without_it(trained_run) -> None:
     ablated = m.ablate(text, [tuple(map(int, key.split(".")))])
     errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(server.url)
+        with open_page(server.url, errors) as page:
             buttons = page.locator("#ablate-heads button")
             expect(buttons).to_have_count(4, timeout=60_000)
             assert buttons.all_inner_texts() == KEYS
@@ -489,7 +482,6 @@ def test_clicking_a_head_shows_the_predictions_without_it(trained_run) -> None:
             page.locator(f"#ablate-heads button[data-head='{key}']").click()  # back on
             expect(page.locator("#ablate-strip .pos")).to_have_count(0)
             expect(page.locator("#ablate-loss")).to_have_text("")
-            browser.close()
     finally:
         server.shutdown()
         server.server_close()

@@ -4,15 +4,13 @@ them, or falling back to the probe text saved then when the run kept none."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 from run_helpers import run_cli, train_args
+from test_explore import call
 
 import attnlm
 from attnlm.api.explore import open_explored, start_explorer
@@ -38,16 +36,6 @@ from attnlm.store.checkpoint import load_checkpoint
 
 TEXT = "To be, or not to be"
 QUICK = ["--set", "log.sample_chars=0", "--set", "log.tensorboard=false", "--set", "log.head_scores=false"]
-
-
-def post(server, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(server.url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def rounded(w: torch.Tensor) -> list:
@@ -148,14 +136,14 @@ def test_the_epoch_endpoint_replays_a_typed_text_under_that_epochs_weights(serve
     server, _ = served
     run_dir, _ = trained_run
     for epoch, step in ((1, 30), (2, 60)):
-        status, e = post(server, "/api/epoch", {"epoch": epoch, "text": TEXT})
+        status, e = call(server, "/api/epoch", {"epoch": epoch, "text": TEXT})
         assert status == 200, e
         assert (e["epoch"], e["step"], e["text"], e["replayed"], e["reason"]) == (epoch, step, TEXT, "typed", None)
         assert e["labels"][2] == "␣" and len(e["labels"]) == len(TEXT)
         assert e["weights"] == rounded(under_epoch(run_dir, epoch, TEXT))  # exactly
-    assert post(server, "/api/epoch", {"epoch": 1, "text": TEXT})[1]["weights"] != e["weights"]
+    assert call(server, "/api/epoch", {"epoch": 1, "text": TEXT})[1]["weights"] != e["weights"]
     # Without a text: the probe's saved attention, as before.
-    status, e = post(server, "/api/epoch", {"epoch": 2})
+    status, e = call(server, "/api/epoch", {"epoch": 2})
     probe = load_epoch(epoch_files(run_dir)[2])
     assert status == 200 and (e["text"], e["replayed"], e["reason"]) == (probe.text, "probe", None)
     assert e["weights"] == rounded(probe.weights)
@@ -196,7 +184,7 @@ def test_without_the_epochs_weights_it_falls_back_to_the_probe_text(trained_run,
 ])
 def test_bad_epoch_requests_get_a_one_line_4xx(served, body: dict, status: int, message: str) -> None:
     server, _ = served
-    got, e = post(server, "/api/epoch", body)
+    got, e = call(server, "/api/epoch", body)
     assert (got, e["status"]) == (status, status) and message in e["error"] and "\n" not in e["error"], e
 
 
@@ -204,10 +192,8 @@ def test_bad_epoch_requests_get_a_one_line_4xx(served, body: dict, status: int, 
 def test_the_slider_replays_the_typed_text_in_a_real_browser(trained_run, tmp_path: Path) -> None:
     """It replays the typed text, again when the text changes; a run without weights shows the probe text and
     says why."""
-    from test_explore_browser import FLAGS, as_row, chromium, drawn_row
-
-    executable = chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
+    from test_explore_browser import as_row, drawn_row, open_page
 
     run_dir, _ = trained_run
     unkept = tmp_path / "unkept"
@@ -215,12 +201,7 @@ def test_the_slider_replays_the_typed_text_in_a_real_browser(trained_run, tmp_pa
     server, other = start_explorer(str(run_dir)), start_explorer(str(unkept))
     errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto(server.url)
+        with open_page(server.url, errors) as page:
             expect(page.locator("#lines path.edge").first).to_be_attached(timeout=60_000)  # the first analysis
             page.locator("#text").fill(TEXT)
             expect(page.locator("#strip .pos")).to_have_count(len(TEXT))
@@ -247,7 +228,6 @@ def test_the_slider_replays_the_typed_text_in_a_real_browser(trained_run, tmp_pa
             expect(page.locator("#epoch-note")).to_be_visible()
             expect(page.locator("#epoch-note")).to_have_text("this run kept no per-epoch weights: showing the probe "
                                                               "text it saved")
-            browser.close()
     finally:
         for s in (server, other):
             s.shutdown()

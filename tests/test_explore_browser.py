@@ -8,11 +8,14 @@ into a failure; elsewhere the test is skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -57,6 +60,26 @@ def chromium() -> str:
     return found
 
 
+@contextlib.contextmanager
+def open_page(url: str, errors: list[str], width: int = 1200,
+              ignore: Callable[[str], bool] = lambda text: False) -> Iterator[Any]:
+    """A page of headless Chromium at `url` (a `chromium()` check first), collecting the page's errors and
+    console errors into `errors` (those `ignore` accepts left out); the browser closes on the way out."""
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not ignore(m.text) else None)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 def test_a_missing_browser_is_a_skip_that_says_why_or_a_failure_when_required(tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Without Chromium the test below does not pass quietly: it is skipped with where it looked and what to do,
@@ -97,20 +120,15 @@ def as_row(drawn: dict[int, float], n: int) -> torch.Tensor:
 
 
 def test_the_page_in_a_real_browser(trained_run, tmp_path: Path) -> None:
-    executable = chromium()
-    from playwright.sync_api import expect, sync_playwright
+    chromium()  # skipped or failed with the reason before anything starts
+    from playwright.sync_api import expect
 
     run_dir, _ = trained_run
     server = start_explorer(str(run_dir))
     model = server.model
     errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto(server.url)
+        with open_page(server.url, errors) as page:
             # The page's first analysis is the process's first attention call, which imports torch._dynamo (for
             # torch.compiler.set_stance): 5-10 s on a cold machine, past Playwright's 5 s default. A wait, not a
             # timing check: every later expect keeps the default.
@@ -156,7 +174,6 @@ def test_the_page_in_a_real_browser(trained_run, tmp_path: Path) -> None:
             assert not torch.allclose(first[1][1, -1], weights[1][1, -1], atol=1e-3)  # epoch 1 is not the end
             assert torch.allclose(as_row(drawn_row(page, "#epoch-lines"), len(TEXT)), first[1][1, -1], atol=1e-4)
             page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
-            browser.close()
     finally:
         server.shutdown()
         server.server_close()

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from test_explore_browser import FLAGS, chromium
+from test_explore_browser import open_page
 
 from attnlm.api.explore import start_explorer
 from attnlm.inspection.attention import attention_weights, group_matrix, word_groups
@@ -20,8 +20,7 @@ WIDTH = 800
 
 
 def test_the_views_in_a_real_browser(trained_run) -> None:  # noqa: PLR0915 - one browser for every view
-    executable = chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     run_dir, _ = trained_run
     server = start_explorer(str(run_dir))
@@ -29,13 +28,7 @@ def test_the_views_in_a_real_browser(trained_run) -> None:  # noqa: PLR0915 - on
     errors: list[str] = []
     weights = torch.stack(attention_weights(model.module, model.vocab.encode(TEXT)))  # (L, H, T, T)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, args=FLAGS)
-            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error"
-                    and "Failed to load resource" not in m.text else None)
-            page.goto(server.url)
+        with open_page(server.url, errors, width=WIDTH, ignore=lambda text: "Failed to load resource" in text) as page:
             expect(page.locator("#lines path.edge").first).to_be_attached(timeout=60_000)
             page.locator("#text").fill(TEXT)
             expect(page.locator("#strip .pos")).to_have_count(len(TEXT))
@@ -171,7 +164,6 @@ def test_the_views_in_a_real_browser(trained_run) -> None:  # noqa: PLR0915 - on
             assert {(h, e): v for h, e, v in drawn} == pytest.approx(
                 {(h, s.epoch): s.scores.heads[h]["induction"] for s in saved for h in s.scores.heads}, abs=1e-9)
             expect(page.locator("#epoch-legend text.name")).to_have_text("attention probability")
-            browser.close()
     finally:
         server.shutdown()
         server.server_close()
