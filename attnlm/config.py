@@ -252,16 +252,22 @@ def _coerce(key: str, value: Any, cls: type, name: str) -> Any:
     raise UserError(f"config key '{key}' must be {kind}, got {value!r}")
 
 
+def _quoted(name: str) -> str:
+    """A name from the user's file in quotes, escaped where it holds a newline or another unprintable character,
+    so that the error stays one line."""
+    return f"'{name}'" if name.isprintable() else repr(name)
+
+
 def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None:
     if section not in SECTIONS:
         raise UserError(
-            f"unknown config section '{section}' in {origin}{_suggest(section, SECTIONS)}; "
+            f"unknown config section {_quoted(section)} in {origin}{_suggest(section, SECTIONS)}; "
             f"sections are {', '.join(SECTIONS)}"
         )
     cls = SECTIONS[section]
     names = [f.name for f in dataclasses.fields(cls)]
     if key not in names:
-        raise UserError(f"unknown config key '{section}.{key}' in {origin}{_suggest(key, names)}")
+        raise UserError(f"unknown config key {_quoted(f'{section}.{key}')} in {origin}{_suggest(key, names)}")
     setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, cls, key))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from run_helpers import run_cli
 
@@ -55,6 +55,8 @@ def load_or_refuse(path: Path) -> Config | UserError:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=configs())
+@example(raw={"data": {"\n": None}})  # found by this test: a key holding a newline split the message in two
+@example(raw={"da\nta": {"path": "x"}})
 def test_any_yaml_structure_is_a_config_or_one_attnlm_error(tmp_path: Path, raw: object) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
@@ -98,3 +100,10 @@ def test_odd_configs_at_the_cli_end_with_exit_2_and_nothing_written(tmp_path: Pa
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:"), (text, result.stderr)
         assert not runs.exists(), text
+
+
+def test_a_name_with_a_newline_is_shown_escaped_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"train": {"l\nr": 1}}), encoding="utf-8")
+    error = load_or_refuse(path)
+    assert isinstance(error, UserError) and str(error).startswith("unknown config key 'train.l\\nr' in ")
