@@ -69,15 +69,20 @@ def epoch_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / ATTENTION_DIR / f"epoch-{epoch:03d}.pt"
 
 
-def epoch_files(run_dir: Path) -> dict[int, Path]:
-    """{epoch: file} of the probe attention saved in a run folder, oldest first."""
+def _numbered(run_dir: Path, prefix: str) -> dict[int, Path]:
+    """{epoch: file} of the files PREFIX-NNN.pt in a run's attention folder, oldest first."""
     files = {}
-    for path in sorted((run_dir / ATTENTION_DIR).glob("epoch-*.pt")):
+    for path in sorted((run_dir / ATTENTION_DIR).glob(f"{prefix}-*.pt")):
         try:
-            files[int(path.stem.removeprefix("epoch-"))] = path
+            files[int(path.stem.removeprefix(f"{prefix}-"))] = path
         except ValueError:
             continue
     return files
+
+
+def epoch_files(run_dir: Path) -> dict[int, Path]:
+    """{epoch: file} of the probe attention saved in a run folder, oldest first."""
+    return _numbered(run_dir, "epoch")
 
 
 def weights_path(run_dir: Path, epoch: int) -> Path:
@@ -86,13 +91,7 @@ def weights_path(run_dir: Path, epoch: int) -> Path:
 
 def weight_files(run_dir: Path) -> dict[int, Path]:
     """{epoch: file} of the model weights kept after each epoch in a run folder, oldest first."""
-    files = {}
-    for path in sorted((run_dir / ATTENTION_DIR).glob("model-*.pt")):
-        try:
-            files[int(path.stem.removeprefix("model-"))] = path
-        except ValueError:
-            continue
-    return files
+    return _numbered(run_dir, "model")
 
 
 def keeps_weights(setting: bool | str, params: int) -> bool:
