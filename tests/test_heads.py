@@ -364,3 +364,23 @@ def test_head_scores_can_be_turned_off(tmp_path: Path, small_corpus: Path) -> No
     acc.Reload()
     assert "loss/val" in acc.Tags()["scalars"]
     assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("heads/")]
+
+
+@pytest.mark.parametrize("width", [40, 80, 100, 160])
+def test_the_scores_by_epoch_fit_the_terminal_whole(tmp_path: Path, width: int) -> None:
+    """Every grid of `attnlm heads --epochs`, the in-context score's signed values too, fits the terminal's width
+    with no cell cut short."""
+    from rich.console import Console
+
+    from attnlm.api.heads import _print_history
+    from attnlm.inspection.heads import HeadScores, SavedScores
+
+    scores = {"previous_token": 0.5, "duplicate_token": 0.02, "induction": 0.91}
+    history = [SavedScores(e, 200 * e, HeadScores({"0.0": scores, "1.2": scores}, -3.36 if e else 0.0))
+               for e in range(17)]
+    console = Console(width=width, record=True, file=open(tmp_path / "out.txt", "w"))  # noqa: SIM115
+    _print_history(tmp_path, history, console)
+    lines = console.export_text().splitlines()
+    assert lines and all(len(line.rstrip()) <= width for line in lines), lines
+    assert not any("…" in line for line in lines), lines
+    assert "-3.36" in lines[-1] and "+0.00" in lines[-1]

@@ -187,7 +187,7 @@ def _print_history(folder: Path, history: list[SavedScores], console: Console) -
 
 def _fitting(history: list[SavedScores], width: int) -> list[SavedScores]:
     """As many epochs as fit `width` columns, evenly spread, the first and the last always among them."""
-    fit = max(2, (width - 6) // 6)  # the head column, then "+0.00" columns with their padding
+    fit = max(2, (width - 6) // 7)  # the head column, then "+0.00" columns with a space either side
     if len(history) <= fit:
         return history
     picks = sorted({round(i * (len(history) - 1) / (fit - 1)) for i in range(fit)})
