@@ -145,3 +145,16 @@ def test_torchrun_ranks_share_one_preparation_of_a_folder(tmp_path: Path, small_
     [entry] = entries(cache)
     assert read_meta(entry)["val"] == 3 * 2_000 + 2 * 2 and not list(cache.glob(".tmp-*"))
     assert "54,004 train / 6,004 val chars" in result.stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("ids", [[], [7], [3, 1, 4, 1, 5]])
+def test_a_split_of_any_length_maps_to_exactly_its_ids(tmp_path: Path, ids: list[int]) -> None:
+    """An empty split (which mmap cannot map) is an empty tensor, and a split of one id is that id, not a zero."""
+    import numpy as np
+
+    from attnlm.data.memmap import _map
+
+    path = tmp_path / "val.bin"
+    np.asarray(ids, dtype=np.uint16).tofile(path)
+    mapped = _map(path, np.dtype(np.uint16), len(ids))
+    assert mapped.shape == (len(ids),) and mapped.tolist() == ids
