@@ -158,3 +158,22 @@ def test_a_split_of_any_length_maps_to_exactly_its_ids(tmp_path: Path, ids: list
     np.asarray(ids, dtype=np.uint16).tofile(path)
     mapped = _map(path, np.dtype(np.uint16), len(ids))
     assert mapped.shape == (len(ids),) and mapped.tolist() == ids
+    assert mapped.dtype == torch.from_numpy(np.zeros(0, dtype=np.uint16)).dtype  # the ids' width, even when empty
+
+
+def test_a_prepared_folder_of_another_format_or_version_is_not_read(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from attnlm.data.memmap import FORMAT, META, VERSION, read_meta, write_meta
+
+    for split in ("train", "val"):
+        np.asarray([1, 2], dtype=np.uint16).tofile(tmp_path / f"{split}.bin")
+    write_meta(tmp_path, {"dtype": "uint16", "train": 2, "val": 2, "vocab": "ab"})
+    assert read_meta(tmp_path)["vocab"] == "ab"
+    for key, value in (("version", VERSION + 1), ("format", FORMAT + "-other")):
+        meta = json.loads((tmp_path / META).read_text(encoding="utf-8"))
+        (tmp_path / META).write_text(json.dumps({**meta, key: value}), encoding="utf-8")
+        assert read_meta(tmp_path) is None, key
+        write_meta(tmp_path, {"dtype": "uint16", "train": 2, "val": 2, "vocab": "ab"})
