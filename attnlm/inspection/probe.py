@@ -15,9 +15,10 @@ written after it (`rewind`), then writes them again as the epochs are retrained.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -27,6 +28,8 @@ from attnlm.data.vocab import encode_checked
 from attnlm.disk import atomic_write
 from attnlm.errors import UserError
 from attnlm.inspection.attention_stats import AttentionStats, describe, measure
+
+T_ = TypeVar("T_")
 
 ATTENTION_DIR = "attention"
 FORMAT = "attnlm-probe-attention"
@@ -109,34 +112,48 @@ class ProbeAttention:
 
 
 def save_epoch(path: Path, epoch: int, step: int, text: str, weights: list[torch.Tensor]) -> None:
-    """Atomically, like checkpoints: the explorer may read the folder while the run writes it. A refused write
-    ends the run with one line, as for metrics.jsonl; the run folder itself is never recreated."""
-    try:
-        path.parent.mkdir(exist_ok=True)
-    except OSError as e:
-        raise disk.write_error(path, e) from None
+    """The probe's attention after `epoch`, written whole (_write): the explorer may read the folder while the run
+    writes it."""
     w = torch.stack(weights)  # (L, H, T, T)
     rows, cols = torch.tril_indices(w.shape[-1], w.shape[-1])
     # Only the lower triangle (the future is 0) in fp16: 19 KB for 4 layers x 4 heads on 32 characters.
-    payload = {"format": FORMAT, "epoch": epoch, "step": step, "text": text,
-               "lower": w[..., rows, cols].to(torch.float16)}  # (L, H, T(T+1)/2)
-    atomic_write(path, lambda f: torch.save(payload, f))
+    _write(path, {"format": FORMAT, "epoch": epoch, "step": step, "text": text,
+                  "lower": w[..., rows, cols].to(torch.float16)})  # (L, H, T(T+1)/2)
 
 
 def load_epoch(path: Path) -> ProbeAttention:
-    try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise ValueError("not a probe attention file")
+    def parse(payload: dict[str, Any]) -> ProbeAttention:
         text, lower = str(payload["text"]), payload["lower"].float()
         T = len(text)
         rows, cols = torch.tril_indices(T, T)
         weights = torch.zeros(*lower.shape[:-1], T, T)
         weights[..., rows, cols] = lower
         return ProbeAttention(int(payload["epoch"]), int(payload["step"]), text, weights)
-    except Exception as e:  # a file cut short or replaced by something else: say which, never crash a reader
-        raise UserError(f"{path} is not a readable probe attention file ({type(e).__name__}); delete it or "
-                        "let the run write it again") from None
+
+    return _read(path, FORMAT, "probe attention", parse)
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically, like checkpoints; a refused write ends the run with one line; the run folder itself is never
+    recreated."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+    except OSError as e:
+        raise disk.write_error(path, e) from None
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _read(path: Path, kind: str, what: str, parse: Callable[[dict[str, Any]], T_]) -> T_:
+    """A file _write wrote, of format `kind`, parsed; anything else (cut short, replaced) one UserError naming it,
+    never a crash of the reader."""
+    try:
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != kind:
+            raise ValueError(f"not a {what} file")
+        return parse(payload)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable {what} file ({type(e).__name__}); delete it or let the run "
+                        "write it again") from None
 
 
 @dataclass
@@ -149,28 +166,19 @@ class EpochWeights:
 def save_weights(path: Path, epoch: int, step: int, model: torch.nn.Module) -> None:
     """The model's state after `epoch` (no optimizer), atomically like the probe's attention, and like it in
     fp16: half the file of fp32, for a replay the page shows to two decimals."""
-    try:
-        path.parent.mkdir(exist_ok=True)
-    except OSError as e:
-        raise disk.write_error(path, e) from None
     state = {name: t.detach().to("cpu", torch.float16) if t.is_floating_point() else t.detach().cpu()
              for name, t in model.state_dict().items()}
-    payload = {"format": WEIGHTS_FORMAT, "epoch": epoch, "step": step, "model": state}
-    atomic_write(path, lambda f: torch.save(payload, f))
+    _write(path, {"format": WEIGHTS_FORMAT, "epoch": epoch, "step": step, "model": state})
 
 
 def load_weights(path: Path) -> EpochWeights:
-    try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != WEIGHTS_FORMAT:
-            raise ValueError("not an epoch weights file")
+    def parse(payload: dict[str, Any]) -> EpochWeights:
         state = payload["model"]
         if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
             raise ValueError("no model state")
         return EpochWeights(int(payload["epoch"]), int(payload["step"]), state)
-    except Exception as e:  # cut short or replaced by something else, as load_epoch
-        raise UserError(f"{path} is not a readable epoch weights file ({type(e).__name__}); delete it or let the "
-                        "run write it again") from None
+
+    return _read(path, WEIGHTS_FORMAT, "epoch weights", parse)
 
 
 def _saved_step(path: Path) -> int | None:
