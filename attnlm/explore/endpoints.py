@@ -96,12 +96,17 @@ def info(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _top_predictions(m: ExploredModel, probs: torch.Tensor) -> list[list[dict[str, Any]]]:
+    """The TOP_K likeliest next characters at every position: probs (T, V) -> T lists of {char, label, p}."""
+    p, ids = probs.topk(min(TOP_K, probs.shape[-1]), dim=-1)  # (T, K)
+    return [[{"char": m.vocab.chars[i], "label": m.label(m.vocab.chars[i]), "p": round(q, 4)}
+             for q, i in zip(qs, js, strict=True)] for qs, js in zip(p.tolist(), ids.tolist(), strict=True)]
+
+
 def analyze(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
     """Attention of every layer and head, the same between words, and the top next characters per position."""
     a = m.analyze(_text(m, request))
-    p, ids = a.probs.topk(min(TOP_K, a.probs.shape[-1]), dim=-1)  # (T, K)
-    predictions = [[{"char": m.vocab.chars[i], "label": m.label(m.vocab.chars[i]), "p": round(q, 4)}
-                    for q, i in zip(qs, js, strict=True)] for qs, js in zip(p.tolist(), ids.tolist(), strict=True)]
+    predictions = _top_predictions(m, a.probs)
     return {
         "text": a.text,
         "labels": [m.label(c) for c in a.text],
@@ -139,9 +144,7 @@ def ablate(m: ExploredModel, request: dict[str, Any]) -> dict[str, Any]:
             raise ApiError(400, f"head {key} is listed twice in 'off'")
         heads.append((layer, head))
     a = m.ablate(text, heads)
-    p, ids = a.probs.topk(min(TOP_K, a.probs.shape[-1]), dim=-1)  # (T, K), as analyze
-    predictions = [[{"char": m.vocab.chars[i], "label": m.label(m.vocab.chars[i]), "p": round(q, 4)}
-                    for q, i in zip(qs, js, strict=True)] for qs, js in zip(p.tolist(), ids.tolist(), strict=True)]
+    predictions = _top_predictions(m, a.probs)
     return {"text": text, "labels": [m.label(c) for c in text], "off": off, "predictions": predictions,
             "flipped": a.flipped,
             "loss": None if a.loss is None else round(a.loss, DECIMALS),
