@@ -53,7 +53,20 @@ VARIANTS = [
 
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_decoder_steps_give_the_logits_of_the_full_forward(overrides: dict) -> None:
-    model = tiny_model(**overrides)
+    assert_decoder_gives_the_full_forward(tiny_model(**overrides))
+
+
+def test_the_decoder_uses_each_norms_own_epsilon() -> None:
+    """attnlm's norms leave eps to torch (the dtype's machine epsilon); a norm with its own, large enough to
+    change every output, must be followed too."""
+    model = tiny_model(pos="rope", qk_norm=True, norm="rmsnorm")
+    for module in model.modules():
+        if isinstance(module, torch.nn.RMSNorm):
+            module.eps = 0.5
+    assert_decoder_gives_the_full_forward(model)
+
+
+def assert_decoder_gives_the_full_forward(model: AttnLM) -> None:
     with torch.no_grad():
         for p in model.parameters():  # biases and norm gains start at 0 and 1; make them matter
             p.add_(0.1 * torch.randn_like(p))

@@ -192,3 +192,11 @@ def test_fit_epochs_sizes_the_epochs_to_the_budget_and_a_resume_keeps_them(small
     fake_time.now = 0.0
     clock.step_seconds, clock.epoch_end_seconds = 1e-3, 1e-3  # a fast machine: the configured length fits
     assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == 1000
+    # The last epoch is fitted too, and never cut below the steps it has taken and the one under way.
+    st.epoch, fake_time.now = 4, 10.0
+    clock.step_seconds, clock.epoch_end_seconds = 1.0, 2.0
+    assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == 11 + (100 - 10 - 2) - 1 == 98
+    fake_time.now = 99.0  # the budget is spent: this epoch ends after the next step
+    assert trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == 12
+    st.epoch = 5  # every epoch is done: nothing is left to fit
+    assert not trainer.fit_epochs_to_budget() and trainer.steps_per_epoch == 12

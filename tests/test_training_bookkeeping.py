@@ -6,6 +6,7 @@ real-time max_time run goes through the CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 from pathlib import Path
@@ -19,6 +20,7 @@ from run_helpers import (
     load_checkpoint,
     metrics,
     run_cli,
+    snapshot,
     step_losses,
     train_args,
 )
@@ -37,9 +39,9 @@ TINY = ["model.block_size=32", "model.n_layer=2", "model.n_head=2", "model.n_emb
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_trainer(corpus: Path, runs: Path, *overrides: str) -> Trainer:
+def make_trainer(corpus: Path, runs: Path, *overrides: str, console: Console | None = None) -> Trainer:
     cfg = load_config("configs/tiny.yaml", [f"data.path={corpus}", f"log.dir={runs}", *TINY, *overrides])
-    return Trainer(cfg, Console(quiet=True))
+    return Trainer(cfg, console or Console(quiet=True))
 
 
 def epoch_rows(run: Path) -> list[dict]:
@@ -72,7 +74,8 @@ def test_run_with_dropout_stopped_mid_epoch_and_resumed_matches_uninterrupted_ru
     assert whole.fit(new_run_dir(tmp_path, "whole", False, False)) == 0
     assert signal.getsignal(signal.SIGINT) is before  # fit gives back the handler it found
 
-    stopped = make_trainer(small_corpus, tmp_path, *schedule)
+    printed = io.StringIO()
+    stopped = make_trainer(small_corpus, tmp_path, *schedule, console=Console(file=printed, width=100))
     assert stopped.model.training and stopped.cfg.model.dropout == 0.1  # dropout is live in the steps
     updates = [0]
 
@@ -89,6 +92,8 @@ def test_run_with_dropout_stopped_mid_epoch_and_resumed_matches_uninterrupted_ru
     assert signal.getsignal(signal.SIGINT) is before  # also when a signal stopped it
     assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 4
     assert [s for s, _ in step_losses(run)] == [1, 2, 3, 4]
+    assert printed.getvalue().endswith(f"\nSIGINT: stopped at step 4 and saved {run}/checkpoints/last.pt; resume with: "
+                                       f"attnlm train --resume {run}\n")
 
     assert resume(run, console=Console(quiet=True)).exit_code == 0
     assert step_losses(run) == step_losses(tmp_path / "whole")
@@ -274,3 +279,24 @@ def test_real_max_time_budget_ends_a_cli_run_cleanly_long_before_its_epochs(tmp_
     assert summary["seconds"] < 1.5 + 10
     assert rows and rows[-1]["step"] == summary["steps"] and summary["epochs"] == len(rows)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == summary["steps"]
+
+
+# ----- 6. a finished run stays finished ------------------------------------------------------------------------
+@pytest.mark.parametrize("end, step", [(("train.epochs=1",), 4), (("train.epochs=3", "train.max_steps=5"), 5)],
+                         ids=["epochs", "max_steps"])
+def test_a_finished_run_resumed_trains_nothing_and_rewrites_nothing(tmp_path: Path, small_corpus: Path,
+                                                                    end: tuple[str, ...], step: int) -> None:
+    """A run that spent its epochs, or stopped at max_steps in the middle of an epoch, is finished: resuming it
+    says so and leaves every file as it was."""
+    trainer = make_trainer(small_corpus, tmp_path, "train.steps_per_epoch=4", *end)
+    run = new_run_dir(tmp_path, "done", False, False)
+    assert trainer.fit(run) == 0 and trainer.finished()
+    before = snapshot(run)
+    printed = io.StringIO()
+    assert resume(run, console=Console(file=printed, width=300)).exit_code == 0
+    assert printed.getvalue().strip().splitlines()[-1] == (
+        f"{run} already finished (step {step}); to train it further raise train.epochs, train.max_steps or "
+        "train.max_time with --set")
+    after = snapshot(run)
+    after.pop(str(run / ".lock"))  # the run's lock, which every command on a run folder takes
+    assert after == before
