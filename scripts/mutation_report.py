@@ -1,21 +1,28 @@
-"""`make mutate`: mutmut over the modules whose correctness is the product, one module at a time, then the kill
-rate per module and every mutant the tests did not kill, with its diff (docs/mutation.md).
+"""`make mutate`: mutmut over the modules whose correctness is the product, then the kill rate per module and
+every mutant the tests did not kill, with its diff (docs/mutation.md).
 
     python scripts/mutation_report.py                                  # every module in [tool.mutmut] only_mutate
     python scripts/mutation_report.py attnlm/checks.py attnlm/lm/generate.py
+    python scripts/mutation_report.py --sample 60                      # 60 mutants per module, drawn at random
     python scripts/mutation_report.py --report-only                    # the table and file from the last results
 
 mutmut keeps its copy of the project and its results in mutants/; the first run also records which tests call
-which function (one serial run of the whole suite), later runs reuse that. Each module's mutants are tested
-again on every run, so the figures are those of the tests as they are now. Ctrl-C stops the module being
-tested; the report then counts its untested mutants as "not checked".
+which function (one serial run of the whole suite), later runs reuse that. The chosen mutants are tested again
+on every run, so the figures are those of the tests as they are now. Ctrl-C stops the run; the report then
+counts the untested mutants as "not checked".
+
+Every mutant of every module takes hours on 2 cores. --sample N tests N of each module's mutants, drawn with
+--seed (the same seed draws the same ones, so a rerun after new tests is comparable), and gives each kill rate
+with its 95 % interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -62,11 +69,11 @@ def env() -> dict[str, str]:
     return {**os.environ, "PATH": path, "PYTHONIOENCODING": "utf-8"}
 
 
-def run_modules(modules: list[str]) -> tuple[float, str]:
-    """`mutmut run 'MODULE.*' ...` in the foreground, every module in one invocation: mutmut then runs their
+def run_mutmut(patterns: list[str]) -> tuple[float, str]:
+    """`mutmut run PATTERN ...` in the foreground, every module in one invocation: mutmut then runs their
     tests unmutated ("clean tests") once, not once per module. Returns (wall seconds, how it ended)."""
-    patterns = [mutant_prefix(module) + "*" for module in modules]
-    print(f"\n=== mutmut run {' '.join(repr(p) for p in patterns)}", flush=True)
+    shown = " ".join(repr(p) for p in patterns) if len(patterns) <= 12 else f"<{len(patterns)} mutants>"
+    print(f"\n=== mutmut run {shown}", flush=True)
     start = time.monotonic()
     proc = subprocess.Popen([mutmut(), "run", *patterns], cwd=ROOT, env=env())
     try:
@@ -99,16 +106,35 @@ def natural(name: str) -> tuple:
     return function, int(number) if number.isdigit() else 0
 
 
-def kill_rate(counts: Counter) -> str:
+def wilson(detected: int, tested: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % interval of a kill rate measured on a random sample (Wilson's, sound near 0 % and 100 %)."""
+    p = detected / tested
+    centre, half = p + z * z / (2 * tested), z * math.sqrt(p * (1 - p) / tested + z * z / (4 * tested * tested))
+    return (centre - half) / (1 + z * z / tested), (centre + half) / (1 + z * z / tested)
+
+
+def kill_rate(counts: Counter, sampled: bool) -> str:
     tested = sum(counts.values()) - counts["skipped"] - counts["not checked"]
-    return f"{100 * sum(counts[s] for s in DETECTED) / tested:.1f}%" if tested else "-"
+    if not tested:
+        return "-"
+    detected = sum(counts[s] for s in DETECTED)
+    low, high = wilson(detected, tested)
+    return f"{100 * detected / tested:.1f}%" + (f" ({100 * low:.0f}-{100 * high:.0f}%)" if sampled else "")
 
 
-def table(rows: list[tuple[str, Counter]]) -> str:
-    header = ("module", "mutants", *COLUMNS, "kill rate")
+def draw(names: list[str], module: str, size: int, seed: int) -> list[str]:
+    """`size` of a module's mutants at random; the same seed draws the same ones while the code is the same."""
+    return sorted(random.Random(f"{seed}:{module}").sample(names, min(size, len(names))), key=natural)
+
+
+def table(rows: list[tuple[str, Counter, int]], sampled: bool) -> str:
+    header = ("module", "mutants", *(("of",) if sampled else ()), *COLUMNS,
+              "kill rate (95% interval)" if sampled else "kill rate")
     lines = [header]
-    for module, counts in [*rows, ("all", sum((counts for _, counts in rows), Counter()))] if len(rows) > 1 else rows:
-        lines.append((module, str(sum(counts.values())), *(str(counts[c]) for c in COLUMNS), kill_rate(counts)))
+    total = ("all", sum((counts for _, counts, _ in rows), Counter()), sum(of for _, _, of in rows))
+    for module, counts, of in [*rows, total] if len(rows) > 1 else rows:
+        lines.append((module, str(sum(counts.values())), *((str(of),) if sampled else ()),
+                      *(str(counts[c]) for c in COLUMNS), kill_rate(counts, sampled)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
             for line in lines]
@@ -119,8 +145,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="paths as in [tool.mutmut] only_mutate (default: all of them)")
     parser.add_argument("--report-only", action="store_true", help="report the results in mutants/, run nothing")
+    parser.add_argument("--sample", type=int, metavar="N", help="test N mutants of each module, drawn at random")
+    parser.add_argument("--seed", type=int, default=0, help="which N mutants --sample draws (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where the survivors go (default {DEFAULT_OUT.name})")
     args = parser.parse_args()
+    if args.sample is not None and args.sample < 1:
+        sys.exit(f"--sample must be at least 1, got {args.sample}")
 
     known = configured_modules()
     modules = args.modules or known
@@ -129,9 +159,26 @@ def main() -> int:
         sys.exit(f"not in pyproject.toml's [tool.mutmut] only_mutate: {' '.join(unknown)}\n"
                  f"mutmut mutates only these: {' '.join(known)}")
 
-    wall, failed = "-", False
+    def names_of(found: dict[str, str], module: str) -> list[str]:
+        return sorted((n for n in found if n.startswith(mutant_prefix(module))), key=natural)
+
+    wall, failed, seconds = "-", False, 0.0
+    found = statuses() if args.sample or args.report_only else {}
+    unmade = [m for m in modules if not names_of(found, m)]
+    if args.sample and unmade and not args.report_only:
+        # A sample is drawn from the mutants' names, which mutmut writes when it first runs: let it make them
+        # (and record which tests call what) with a run of one mutant of each function.
+        seconds, ended = run_mutmut([mutant_prefix(m) + "*__mutmut_1" for m in unmade])
+        if ended != "done":
+            sys.exit(f"mutmut: {ended} before the mutants to draw from were made")
+        found = statuses()
+    chosen = {m: draw(names_of(found, m), m, args.sample, args.seed) if args.sample else None for m in modules}
     if not args.report_only:
-        seconds, ended = run_modules(modules)
+        if args.sample:
+            spent, ended = run_mutmut([n for names in chosen.values() for n in names or ()])
+        else:
+            spent, ended = run_mutmut([mutant_prefix(m) + "*" for m in modules])
+        seconds += spent
         wall = f"{seconds / 60:.1f} min" + ("" if ended == "done" else f" ({ended})")
         if ended != "done":
             failed = ended != "interrupted"
@@ -140,17 +187,21 @@ def main() -> int:
     found = statuses()
     rows, gaps = [], []
     for module in modules:
-        names = sorted((n for n in found if n.startswith(mutant_prefix(module))), key=natural)
+        everyone = names_of(found, module)
+        names = [n for n in chosen[module] if n in found] if chosen[module] is not None else everyone
         if not names:
             continue
-        rows.append((module, Counter(found[n] for n in names)))
+        rows.append((module, Counter(found[n] for n in names), len(everyone)))
         # Untested mutants ("not checked": the run was stopped) are counted in the table, not listed.
         gaps += [(n, found[n]) for n in names if found[n] not in (*DETECTED, "skipped", "not checked")]
     if not rows:
         print("no mutation results yet: run `make mutate` (mutants/ holds them)", file=sys.stderr)
         return 1
 
-    summary = table(rows) + f"\nmutmut's run took {wall}" * (wall != "-")
+    sampled = args.sample is not None
+    summary = table(rows, sampled) + f"\nmutmut's run took {wall}" * (wall != "-")
+    if sampled:
+        summary += f"\na random sample of at most {args.sample} mutants per module (--seed {args.seed})"
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     with args.out.open("w", encoding="utf-8") as out:
         out.write(f"# mutmut results, {stamp}; kill rate = (killed + timeout) / (mutants - skipped - not checked)\n{summary}\n\n")
