@@ -51,12 +51,15 @@ bench: install $(BENCH_CORPUS)
 
 # Mutation testing with mutmut (docs/mutation.md): slow, so not part of `make test`. It mutates the modules in
 # pyproject.toml's [tool.mutmut] only_mutate, or only those in MODULES, e.g.
-# `make mutate MODULES="attnlm/lm/generate.py attnlm/checks.py"`; prints the kill rate per module and writes the
+# `make mutate MODULES="attnlm/lm/generate.py attnlm/checks.py"`, or SAMPLE=N mutants of each drawn at random
+# (SEED picks which); prints the kill rate per module and writes the
 # mutants the tests did not kill, with their diffs, to mutants-surviving.txt.
 MODULES ?=
+SAMPLE ?=
+SEED ?= 0
 
 mutate: install data
-	$(BIN)/python scripts/mutation_report.py $(MODULES)
+	$(BIN)/python scripts/mutation_report.py $(if $(SAMPLE),--sample $(SAMPLE) --seed $(SEED)) $(MODULES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache mutants mutants-surviving.txt

@@ -124,6 +124,7 @@ def kill_rate(counts: Counter, sampled: bool) -> str:
 
 def draw(names: list[str], module: str, size: int, seed: int) -> list[str]:
     """`size` of a module's mutants at random; the same seed draws the same ones while the code is the same."""
+    names = sorted(names, key=natural)  # whatever order they came in
     return sorted(random.Random(f"{seed}:{module}").sample(names, min(size, len(names))), key=natural)
 
 
