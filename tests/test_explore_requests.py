@@ -214,3 +214,16 @@ def test_training_answers_the_saved_head_scores(served, trained_run) -> None:
     assert [h["epoch"] for h in t["heads"]] == [0, 1, 2, 3] == [s.epoch for s in saved]
     assert [h["heads"] for h in t["heads"]] == [s.scores.heads for s in saved]
     assert sorted(t["heads"][0]["heads"]) == ["0.0", "0.1", "1.0", "1.1"]
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("x" * 58, repr("x" * 58)),  # 60 characters quoted: shown whole
+    ("x" * 59, "'" + "x" * 56 + "..."),  # one more: cut to 57 and marked
+    ([1, 2], "a JSON array"),
+    ({"a": 1}, "a JSON object"),
+    (True, "True"),
+])
+def test_a_refused_value_is_quoted_short_and_a_list_or_object_by_its_kind(served, value: object, shown: str) -> None:
+    server, _ = served
+    assert post(server, "/api/trace", {"text": TEXT, "layer": value}) == (
+        400, {"status": 400, "error": f"field 'layer' must be a number, got {shown}"})

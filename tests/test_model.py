@@ -10,7 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from attnlm.config import ModelConfig
-from attnlm.lm.model import AttnLM, Rotary, SelfAttention, attention_scores, causal_attention, causal_softmax
+from attnlm.lm.model import (
+    AttnLM,
+    ReLUSquared,
+    Rotary,
+    SelfAttention,
+    attention_scores,
+    causal_attention,
+    causal_softmax,
+)
 
 # The seed's worked example (001): three items with four features, key = query.
 QUERY = torch.tensor([[[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]]])
@@ -55,6 +63,20 @@ def test_self_attention_head_returns_causal_weights() -> None:
     q, k, v = head.query(x), head.key(x), head.value(x)
     torch.testing.assert_close(weights, causal_softmax(q @ k.transpose(-2, -1) / 2.0))
     torch.testing.assert_close(out, weights @ v)
+    assert torch.equal(head(x), out)  # without return_weights: the output alone
+
+
+def test_relu_squared_has_the_gradient_of_relu_squared() -> None:
+    """The hand-written backward of relu2 (2 relu(x) times the incoming gradient) against autograd's own
+    derivative of relu(x)^2, on values of both signs and with an incoming gradient that is not all ones."""
+    x = torch.randn(4, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    incoming = torch.randn(4, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ReLUSquared.apply(x).backward(incoming)
+    reference = x.detach().clone().requires_grad_()
+    (torch.relu(reference) ** 2).backward(incoming)
+    assert torch.equal(ReLUSquared.apply(x.detach()), torch.relu(x.detach()) ** 2)
+    torch.testing.assert_close(x.grad, reference.grad, rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(ReLUSquared.apply, (x.detach()[:2, :3].requires_grad_(),))
 
 
 CONFIGS = [
