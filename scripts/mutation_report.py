@@ -123,9 +123,11 @@ def kill_rate(counts: Counter, sampled: bool) -> str:
 
 
 def draw(names: list[str], module: str, size: int, seed: int) -> list[str]:
-    """`size` of a module's mutants at random; the same seed draws the same ones while the code is the same."""
+    """`size` of a module's mutants at random; the same seed draws the same ones while the code is the same,
+    and a larger sample holds a smaller one (the first `size` of one shuffle), so its results carry over."""
     names = sorted(names, key=natural)  # whatever order they came in
-    return sorted(random.Random(f"{seed}:{module}").sample(names, min(size, len(names))), key=natural)
+    random.Random(f"{seed}:{module}").shuffle(names)
+    return sorted(names[:size], key=natural)
 
 
 def table(rows: list[tuple[str, Counter, int]], sampled: bool) -> str:

@@ -31,6 +31,7 @@ def test_a_sample_is_the_same_for_the_same_seed_and_module_and_differs_otherwise
     assert a != report.draw(NAMES, "attnlm/lm/model.py", 10, 1)
     assert a != report.draw(NAMES, "attnlm/checks.py", 10, 0)
     assert report.draw(NAMES, "attnlm/lm/model.py", 100, 0) == sorted(NAMES, key=report.natural)  # all of a small one
+    assert set(report.draw(NAMES, "attnlm/lm/model.py", 4, 0)) < set(a)  # a smaller sample is part of a larger one
 
 
 def test_mutants_sort_by_function_then_number(report: ModuleType) -> None:
