@@ -35,6 +35,22 @@ def test_wsd_holds_the_peak_then_decays_linearly() -> None:
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_past_the_end_of_its_steps_or_its_time_the_rate_stays_at_its_floor(schedule: str) -> None:
+    """A run that goes on past its planned steps (max_steps raised on resume) or over its time budget stays
+    annealed: the cosine must not climb back up."""
+    t = TrainConfig(lr=1e-2, min_lr=1e-4, warmup_steps=10, schedule=schedule)
+    assert learning_rate(t, 150, 110) == pytest.approx(1e-4)
+    assert learning_rate(t, 20, 110, time_progress=1.5) == pytest.approx(1e-4)
+
+
+def test_one_step_after_warmup_is_the_whole_decay() -> None:
+    t = TrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=10)
+    assert learning_rate(t, 10, 11) == pytest.approx(1e-2)  # the decay's first step: the peak
+    assert learning_rate(t, 11, 11) == pytest.approx(1e-3)  # and its last: the floor
+    assert learning_rate(t, 10, 10) == pytest.approx(1e-2)  # no steps after warmup: no division by zero
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
 def test_time_progress_anneals_a_run_bounded_by_time(schedule: str) -> None:
     t = TrainConfig(lr=1e-2, min_lr=1e-4, warmup_steps=10, schedule=schedule, max_time=60)
     # Few steps done, but the time budget is used up: the LR is already at its floor.

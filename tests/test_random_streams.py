@@ -134,6 +134,7 @@ def test_the_streams_saved_are_the_ones_of_the_device_in_use(kind: str, gpu_call
     saved = rng_states(sampler, device)
     assert _same(saved["torch"], torch.get_rng_state()) and _same(saved["data"], sampler.state())
     assert (saved["cuda"] is not None) == (kind == "cuda") and (saved["mps"] is not None) == (kind == "mps")
+    assert [c for c in gpu_calls if c[0] == "get cuda"] == ([("get cuda", device)] if kind == "cuda" else [])
     payload = checkpoint_payload(Config(), "ab", model, optimizer, TrainState(), saved, device, bf16=False)
     cuda = payload["rng"]["cuda"]
     assert len(cuda) == (kind == "cuda") and all(_same(s, _stream(5)) for s in cuda)

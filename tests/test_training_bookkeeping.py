@@ -6,8 +6,11 @@ real-time max_time run goes through the CLI."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import math
+import re
 import signal
 from pathlib import Path
 
@@ -25,11 +28,17 @@ from run_helpers import (
     train_args,
 )
 
+from attnlm import disk
 from attnlm.api.run import resume
 from attnlm.config import load_config
 from attnlm.data import BatchSampler
+from attnlm.errors import MachineError, NumericalError
+from attnlm.store import checkpoint as checkpoint_store
 from attnlm.store.run_dir import new_run_dir
 from attnlm.training import Trainer
+from attnlm.training.loop import FIT_AFTER
+from attnlm.training.schedule import learning_rate
+from attnlm.training.state import TrainState
 
 # The tiny model, short epochs, every step's loss in metrics.jsonl, no sample or TensorBoard (nothing here reads them).
 TINY = ["model.block_size=32", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "train.batch_size=16",
@@ -98,6 +107,7 @@ def test_run_with_dropout_stopped_mid_epoch_and_resumed_matches_uninterrupted_ru
     assert resume(run, console=Console(quiet=True)).exit_code == 0
     assert step_losses(run) == step_losses(tmp_path / "whole")
     assert_same_training(run, tmp_path / "whole", steps=12)
+    assert untimed_rows(run) == untimed_rows(tmp_path / "whole")  # every record once, as the whole run wrote it
 
 
 # ----- 2. train accuracy ------------------------------------------------------------------------------------
@@ -156,6 +166,21 @@ def test_accumulated_micro_batches_report_the_accuracy_of_one_batch_as_large(tmp
     assert len(got) == len(want) == 2
     assert got == pytest.approx(want, abs=3 / (3 * 32 * 32))  # 3 predictions of an epoch's 3072
     assert all(0 < a < 0.5 for a in got)
+
+
+def test_an_epochs_row_is_the_mean_of_its_steps_losses_and_its_own_rates() -> None:
+    """The row from the running totals: loss per step, accuracy per prediction, tokens per second of training,
+    and the task's loss and accuracy each in its own column."""
+    state = TrainState(epoch=3, step=40, step_in_epoch=4)
+    state.fold(loss_sum=10.0, correct=30, predictions=100, seconds=2.0)
+    state.fold(loss_sum=12.0, correct=45, predictions=100, seconds=3.0)  # totals so far, counts and time added
+    row = state.epoch_stats(val_loss=2.5, val_accuracy=0.4, lr=1e-3, eval_seconds=1.5, elapsed=99.0, task=(0.7, 0.9))
+    assert (row.epoch, row.step, row.train_loss, row.train_accuracy) == (3, 40, 3.0, 45 / 200)
+    assert (row.val_loss, row.val_accuracy, row.lr, row.elapsed) == (2.5, 0.4, 1e-3, 99.0)
+    assert row.seconds == 6.5 and row.tokens_per_s == 200 / 5.0
+    assert (row.val_task_loss, row.val_task_accuracy) == (0.7, 0.9)
+    plain = state.epoch_stats(2.5, 0.4, 1e-3, 1.5, 99.0)
+    assert plain.val_task_loss is None and plain.val_task_accuracy is None
 
 
 # ----- 3. best.pt holds the best epoch ----------------------------------------------------------------------
@@ -300,3 +325,116 @@ def test_a_finished_run_resumed_trains_nothing_and_rewrites_nothing(tmp_path: Pa
     after = snapshot(run)
     after.pop(str(run / ".lock"))  # the run's lock, which every command on a run folder takes
     assert after == before
+
+
+# ----- 7. the loop's own records, read back ---------------------------------------------------------------------
+TIMED = {"elapsed", "seconds", "tokens_per_s"}  # what depends on the machine's speed
+
+
+def untimed_rows(run: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMED} for row in metrics(run)]
+
+
+def test_every_step_row_logs_the_learning_rate_the_step_used_and_the_epoch_its_steps_mean_loss(
+        tmp_path: Path, small_corpus: Path) -> None:
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=2", "train.steps_per_epoch=5", "train.warmup_steps=3")
+    run = new_run_dir(tmp_path, "rows", False, False)
+    assert trainer.fit(run) == 0
+    steps = [row for row in metrics(run) if row["kind"] == "step"]
+    assert [row["lr"] for row in steps] == pytest.approx(
+        [learning_rate(trainer.cfg.train, i, trainer.total_steps) for i in range(10)], rel=1e-12)
+    for epoch, row in enumerate(epoch_rows(run), start=1):
+        losses = [s["loss"] for s in steps if s["epoch"] == epoch]
+        # Summed in float64: the mean of the logged float32 losses to the last digits, not to float32's 7.
+        assert row["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-13)
+
+
+def test_fit_epochs_sizes_the_epochs_after_exactly_the_first_timed_steps(tmp_path: Path, small_corpus: Path) -> None:
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=1", f"train.steps_per_epoch={FIT_AFTER + 4}",
+                           "train.fit_epochs=true", "train.max_time=3600")
+    asked_at: list[int] = []
+    fit = trainer.fit_epochs_to_budget
+
+    def recorded() -> bool:
+        asked_at.append(trainer._session_steps)
+        return fit()
+
+    trainer.fit_epochs_to_budget = recorded
+    assert trainer.fit(new_run_dir(tmp_path, "fit", False, False)) == 0
+    assert asked_at[0] == FIT_AFTER + 1  # the first step (compile) and FIT_AFTER timed ones after it
+    assert trainer.state.fitted_steps_per_epoch == FIT_AFTER + 4  # the hour fits the configured length
+
+
+def test_a_step_that_goes_non_finite_is_named_by_its_own_number(tmp_path: Path, small_corpus: Path) -> None:
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=1", "train.steps_per_epoch=6")
+    forwards = [0]
+
+    def poison_the_third(module: torch.nn.Module, args: tuple, output: tuple) -> tuple:
+        if module.training:
+            forwards[0] += 1
+            if forwards[0] == 3:
+                return (output[0] * float("nan"), *output[1:])
+        return output
+
+    trainer.model.register_forward_hook(poison_the_third)
+    run = new_run_dir(tmp_path, "nan", False, False)
+    with pytest.raises(NumericalError, match=r"^non-finite loss at step 3; training stopped before saving or "
+                                             r"logging it \(no checkpoint was written yet\)"):
+        trainer.fit(run)
+    assert [s for s, _ in step_losses(run)] == [1, 2]
+
+
+def test_a_full_disk_at_a_checkpoint_ends_in_one_line_naming_what_it_needed_and_what_is_left(
+        tmp_path: Path, small_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=3", "train.steps_per_epoch=4")
+    written: list[str] = []
+    real_write = checkpoint_store.atomic_write
+
+    def full_after_the_first_epoch(path: Path, write: object, size: int | None = None) -> None:
+        written.append(path.name)
+        if len(written) > 2:  # epoch 1's best.pt and last.pt went through
+            raise disk.write_error(path, OSError(errno.ENOSPC, "No space left on device"), size)
+        real_write(path, write, size)
+
+    monkeypatch.setattr(checkpoint_store, "atomic_write", full_after_the_first_epoch)
+    run = new_run_dir(tmp_path, "full", False, False)
+    with pytest.raises(MachineError) as refused:
+        trainer.fit(run)
+    needed = disk.size_text(trainer.checkpoint_size)
+    assert re.fullmatch(
+        rf"could not write {run}/checkpoints/(best|last)\.pt \({re.escape(needed)} needed\): the disk is full "
+        rf"\(ENOSPC\); the last good checkpoint {run}/checkpoints/last\.pt \(step 4\) is intact: free some space, "
+        rf"then resume with: attnlm train --resume {run}", str(refused.value)), str(refused.value)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 4
+
+
+def test_an_error_of_the_terminal_that_is_no_machine_fault_is_raised_as_it_is(tmp_path: Path,
+                                                                               small_corpus: Path) -> None:
+    class Refusing(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", f"log.dir={tmp_path}", *TINY,
+                                            "train.epochs=1", "train.steps_per_epoch=2"])
+    trainer = Trainer(cfg, Console(file=Refusing()))
+    with pytest.raises(OSError) as raised:
+        trainer.fit(new_run_dir(tmp_path, "ebadf", False, False))
+    assert raised.value.errno == errno.EBADF and not isinstance(raised.value, MachineError)
+
+
+def test_a_task_run_records_the_loss_and_accuracy_of_the_predictable_part(tmp_path: Path) -> None:
+    cfg = load_config("configs/induction.yaml", [f"log.dir={tmp_path}", "train.epochs=1", "train.steps_per_epoch=3",
+                                                 "log.sample_chars=0", "log.tensorboard=false"])
+    run = new_run_dir(tmp_path, "task", False, False)
+    assert Trainer(cfg, Console(quiet=True)).fit(run) == 0
+    (row,) = epoch_rows(run)
+    assert 0 < row["val_task_loss"] < 10 and 0 <= row["val_task_accuracy"] <= 1
+    assert row["val_task_loss"] != row["val_loss"]  # its own part of the sequences, not the whole
+
+
+def test_a_bf16_run_evaluates_under_autocast(tmp_path: Path, small_corpus: Path) -> None:
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=1", "train.steps_per_epoch=2", "train.precision=bf16")
+    assert trainer.bf16
+    assert trainer.fit(new_run_dir(tmp_path, "bf16", False, False)) == 0
+    (row,) = epoch_rows(tmp_path / "bf16")
+    assert math.isfinite(row["val_loss"])

@@ -21,7 +21,7 @@ def write(payload: dict[str, Any], folder: Path, best: bool, size: int) -> None:
     save_checkpoint(payload, folder / "last.pt", size)
 
 
-def check_room(folder: Path, size: int, resume_command: str | None, freed: int = 0) -> None:
+def check_room(folder: Path, size: int, resume_command: str | None, freed: int) -> None:
     """Refuse to start a run whose disk cannot hold the checkpoints it adds: best.pt, last.pt and the
     temporary copy that replaces one of them whole (fewer for a resumed run, `resume_command` given, that has
     them already). `freed`: bytes that --overwrite deletes before the run starts."""
