@@ -5,6 +5,7 @@ values inside them (the step, the path, the first line of torch's own complaint)
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -15,11 +16,14 @@ import torch
 from rich.console import Console
 
 from attnlm import disk
-from attnlm.config import load_config
+from attnlm.config import Config, ModelConfig, load_config
+from attnlm.data import BatchSampler
 from attnlm.errors import MachineError, UserError
-from attnlm.store.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+from attnlm.lm.model import AttnLM
+from attnlm.store.checkpoint import FORMAT, VERSION, estimate_size, load_checkpoint, save_checkpoint
 from attnlm.training import Trainer
 from attnlm.training.checkpoints import machine_fault, write
+from attnlm.training.state import TrainState, checkpoint_payload, rng_states
 
 
 class RunsCode:
@@ -211,3 +215,40 @@ def test_a_finished_run_resumed_needs_no_room_and_a_new_one_always_does(referenc
     finished.check_room(reference)  # it writes nothing
     with pytest.raises(MachineError):
         _trainer(reference, "train.epochs=9", resumed=True).check_room(reference)
+
+
+# ----- the size a checkpoint will take, known before it is written -----------------------------------------------
+
+
+@pytest.mark.parametrize("n_embd, n_layer", [(16, 1), (64, 2), (128, 4)])
+def test_the_size_estimate_errs_a_little_high_against_a_real_training_checkpoint(tmp_path: Path, n_embd: int,
+                                                                                 n_layer: int) -> None:
+    """The room check and a refused write's line use the estimate: it must never fall short of the file (a
+    run would start and then fail its first save), and stay close to it (a run would be refused for nothing)."""
+    cfg = Config()
+    cfg.model = ModelConfig(block_size=32, n_layer=n_layer, n_head=2, n_embd=n_embd)
+    torch.manual_seed(0)
+    model = AttnLM(cfg.model, 65)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(65, (2, 32)))[0].sum().backward()
+    optimizer.step()  # AdamW's moments exist only after a step
+    cpu = torch.device("cpu")
+    sampler = BatchSampler(torch.arange(100), 4, 2, 0)
+    payload = checkpoint_payload(cfg, "".join(map(chr, range(65, 130))), model, optimizer, TrainState(),
+                                 rng_states(sampler, cpu), cpu, bf16=False)
+    save_checkpoint(payload, tmp_path / "last.pt")
+    real = (tmp_path / "last.pt").stat().st_size
+    assert real <= estimate_size(model) <= 1.1 * real
+
+
+def test_a_checkpoint_the_disk_refuses_names_the_bytes_it_needed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(payload: object, f: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(MachineError) as refused:
+        save_checkpoint({"model": {}}, tmp_path / "last.pt", 5_000_000)
+    assert str(refused.value).startswith(f"could not write {tmp_path}/last.pt ({disk.size_text(5_000_000)} needed): "
+                                         "the disk is full (ENOSPC)")
+    assert not (tmp_path / "last.pt").exists()

@@ -66,6 +66,12 @@ def test_self_attention_head_returns_causal_weights() -> None:
     assert torch.equal(head(x), out)  # without return_weights: the output alone
 
 
+def test_a_head_of_a_layer_with_biases_is_refused_by_name() -> None:
+    model = AttnLM(ModelConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, bias=True), vocab_size=5)
+    with pytest.raises(ValueError, match=r"^head\(\) needs a bias-free Q/K/V projection \(model\.bias: false\)$"):
+        model.blocks[0].attn.head(0)
+
+
 def test_relu_squared_has_the_gradient_of_relu_squared() -> None:
     """The hand-written backward of relu2 (2 relu(x) times the incoming gradient) against autograd's own
     derivative of relu(x)^2, on values of both signs and with an incoming gradient that is not all ones."""
