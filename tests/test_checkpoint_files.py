@@ -49,8 +49,12 @@ def test_a_missing_checkpoint_is_named_with_where_to_find_one(tmp_path: Path) ->
         f"checkpoint not found: {tmp_path}/none.pt; pass --run DIR or --checkpoint FILE of a trained run")
 
 
-def test_a_folder_is_not_a_checkpoint(tmp_path: Path) -> None:
-    assert _refusal(tmp_path).startswith("checkpoint not found: ")
+def test_a_folder_or_a_named_pipe_is_said_to_be_no_checkpoint_file(tmp_path: Path) -> None:
+    assert _refusal(tmp_path) == (f"{tmp_path} is a folder, not a checkpoint file; pass a run folder as --run DIR or "
+                                  "a .pt file as --checkpoint FILE")
+    os.mkfifo(tmp_path / "pipe.pt")  # opened, it would wait for a writer forever
+    assert _refusal(tmp_path / "pipe.pt") == (f"{tmp_path}/pipe.pt is not a regular file (a pipe, socket or device); "
+                                              "pass a .pt file from a run's checkpoints/ folder")
 
 
 def test_a_truncated_checkpoint_names_torchs_first_complaint_in_one_short_line(tmp_path: Path) -> None:

@@ -35,6 +35,12 @@ def estimate_size(model: torch.nn.Module) -> int:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a checkpoint file; pass a run folder as --run DIR or a .pt file "
+                        "as --checkpoint FILE")
+    if path.exists() and not path.is_file():  # never opened: reading a named pipe waits for a writer
+        raise UserError(f"{path} is not a regular file (a pipe, socket or device); pass a .pt file from a run's "
+                        "checkpoints/ folder")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}; pass --run DIR or --checkpoint FILE of a trained run")
     try:
