@@ -186,6 +186,11 @@ def test_indexes_cover_exactly_the_models_range() -> None:
         check_index("query", 9, 3, "position", owner="the text")
     with raises(ArgumentTypeError, "layer must be an int from 0 to 1, got '0' (str)"):
         check_index("layer", "0", 2, "layer")
+    # Of nothing there is no range to name, and no index is in it.
+    with raises(ArgumentTypeError, "query must be an int, got 'x' (str)"):
+        check_index("query", "x", 0, "position", owner="the text")
+    with raises(ArgumentValueError, "query 0 is out of range: the text has 0 positions (0 to -1); pick one of those"):
+        check_index("query", 0, 0, "position", owner="the text")
 
 
 def test_pictures_must_be_png() -> None:

@@ -75,7 +75,8 @@ def assert_decoder_gives_the_full_forward(model: AttnLM) -> None:
         full, _ = model(idx)  # (1, 16, V)
         decoder = Decoder(model)
         cache = KVCache.empty(model.cfg, 1, torch.device("cpu"), torch.float32)
-        first = decoder.feed(idx[0, :5].tolist(), cache)  # 5 positions at once, then one at a time
+        two = decoder.feed(idx[0, :2].tolist(), cache)  # 2 positions, then 3 at once, then one at a time
+        first = decoder.feed(idx[0, 2:5].tolist(), cache)
         steps = [decoder.feed([int(t)], cache) for t in idx[0, 5:]]
         assert cache.length == 16
         # The cache holds the keys and values each layer's attention computes in the full forward.
@@ -85,6 +86,7 @@ def assert_decoder_gives_the_full_forward(model: AttnLM) -> None:
         for hook in hooks:
             hook.remove()
         reference = [block.attn.heads(x) for block, x in zip(model.blocks, inputs, strict=True)]  # (q, k, v) (1, H, T, D)
+    torch.testing.assert_close(two, full[0, 1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(first, full[0, 4], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.stack(steps), full[0, 5:], rtol=1e-5, atol=1e-5)
     for layer, (_, k, v) in enumerate(reference):
@@ -107,6 +109,14 @@ def test_same_seed_same_text_other_seed_other_text() -> None:
     c, _ = both_paths(model, [0], 40, opts, seed=2)
     assert a == b
     assert a != c
+
+
+def test_an_empty_cache_lies_on_the_device_and_in_the_dtype_asked_for() -> None:
+    cfg = ModelConfig(block_size=16, n_layer=3, n_head=2, n_embd=16)
+    cache = KVCache.empty(cfg, 2, torch.device("meta"), torch.float64)
+    assert len(cache.k) == len(cache.v) == 3 and cache.length == 0
+    for t in (*cache.k, *cache.v):
+        assert t.device.type == "meta" and t.dtype == torch.float64 and t.shape == (2, 2, 16, 8)
 
 
 def test_context_slides_by_half_a_window_once_full() -> None:
