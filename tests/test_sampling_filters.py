@@ -135,6 +135,11 @@ def test_top_p_keeps_the_smallest_prefix_that_reaches_p_renormalised(p: float, e
 def test_top_p_of_one_keeps_even_a_vanishing_character() -> None:
     probs = probs_of([0.0, 0.0, -30.0], top_p=1.0)
     assert probs[2] > 0 and probs == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)
+    # Characters so unlikely that the mass before them already rounds to 1: top_p=1 is off, so they stay, as the
+    # unfiltered softmax has them.
+    logits = torch.tensor([0.0, -60.0, -80.0])
+    kept = next_token_probs(logits, SamplingOptions(top_p=1.0))
+    assert torch.equal(kept, next_token_probs(logits, SamplingOptions())) and bool((kept > 0).all())
 
 
 def test_top_p_reached_exactly_by_a_prefix_stops_there() -> None:
