@@ -170,6 +170,9 @@ def test_paths_are_checked_before_the_file_system_is_asked(tmp_path: Path) -> No
         check_path("run", "")
     with raises(ArgumentValueError, "run 'a\\x00b' has a NUL character, which no file name can hold"):
         check_path("run", "a\0b")
+    with raises(ArgumentValueError, "run 'a\\ud800b' cannot be a file name here: it has characters this system's "
+                                    "file names cannot encode"):
+        check_path("run", "a\ud800b")  # a lone surrogate: no encoding of file names holds it
     name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
     with pytest.raises(ArgumentValueError, match=r"^run '.*\.\.\. cannot be a file name here \(.+\); give a shorter path$"):
         check_path("run", str(tmp_path / ("x" * (name_max + 1))))
