@@ -66,6 +66,16 @@ def test_self_attention_head_returns_causal_weights() -> None:
     assert torch.equal(head(x), out)  # without return_weights: the output alone
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_model_bias_gives_every_linear_layer_and_layer_norm_a_bias_or_none(bias: bool) -> None:
+    cfg = ModelConfig(block_size=8, n_layer=2, n_head=2, n_embd=8, norm="layernorm", bias=bias)
+    model = AttnLM(cfg, vocab_size=5)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm))]
+    assert len(layers) == 2 * (2 + 2 + 2) + 2  # per block: qkv, proj, up, down and two norms; the final norm, head
+    without = [name for name, m in model.named_modules() if m in layers and m.bias is None]
+    assert without == (["head"] if bias else [name for name, m in model.named_modules() if m in layers])
+
+
 def test_a_head_of_a_layer_with_biases_is_refused_by_name() -> None:
     model = AttnLM(ModelConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, bias=True), vocab_size=5)
     with pytest.raises(ValueError, match=r"^head\(\) needs a bias-free Q/K/V projection \(model\.bias: false\)$"):
