@@ -256,3 +256,11 @@ def test_a_checkpoint_the_disk_refuses_names_the_bytes_it_needed(tmp_path: Path,
     assert str(refused.value).startswith(f"could not write {tmp_path}/last.pt ({disk.size_text(5_000_000)} needed): "
                                          "the disk is full (ENOSPC)")
     assert not (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_checkpoint_written_on_a_gpu_loads_onto_the_cpu(tmp_path: Path) -> None:
+    """The device a command runs on decides where the weights go; a checkpoint written by a GPU run must open
+    on a machine without one."""
+    save_checkpoint({"model": {"w": torch.ones(3, device="cuda")}}, tmp_path / "a.pt")
+    assert load_checkpoint(tmp_path / "a.pt")["model"]["w"].device.type == "cpu"
