@@ -422,9 +422,11 @@ def test_an_error_of_the_terminal_that_is_no_machine_fault_is_raised_as_it_is(tm
     assert raised.value.errno == errno.EBADF and not isinstance(raised.value, MachineError)
 
 
-def test_a_task_run_records_the_loss_and_accuracy_of_the_predictable_part(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_task_run_records_the_loss_and_accuracy_of_the_predictable_part(tmp_path: Path, precision: str) -> None:
     cfg = load_config("configs/induction.yaml", [f"log.dir={tmp_path}", "train.epochs=1", "train.steps_per_epoch=3",
-                                                 "log.sample_chars=0", "log.tensorboard=false"])
+                                                 "log.sample_chars=0", "log.tensorboard=false",
+                                                 f"train.precision={precision}"])
     run = new_run_dir(tmp_path, "task", False, False)
     assert Trainer(cfg, Console(quiet=True)).fit(run) == 0
     (row,) = epoch_rows(run)
