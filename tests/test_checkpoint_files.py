@@ -9,6 +9,7 @@ import errno
 import os
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,11 @@ from attnlm.training.state import TrainState, checkpoint_payload, rng_states
 
 
 class RunsCode:
+    def __init__(self, command: str = "true") -> None:
+        self.command = command
+
     def __reduce__(self) -> tuple:
-        return (os.system, ("true",))
+        return (os.system, (self.command,))
 
 
 def _refusal(path: Path) -> str:
@@ -81,10 +85,18 @@ def test_a_bare_pickle_is_refused_as_not_a_weights_file(tmp_path: Path) -> None:
                                            "weights file); use another checkpoint, e.g. best.pt")
 
 
-def test_a_checkpoint_that_would_run_code_is_refused_and_says_why(tmp_path: Path) -> None:
-    torch.save({"format": FORMAT, "version": VERSION, "model": RunsCode()}, tmp_path / "a.pt")
+@pytest.mark.parametrize("torch_default", ["as shipped", "forced off by the environment"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  torch_default: str) -> None:
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns torch.load's safe default off, for calls that leave it unsaid: a
+    user with it set must be as safe as one without."""
+    if torch_default != "as shipped":
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "code-ran"
+    torch.save({"format": FORMAT, "version": VERSION, "model": RunsCode(f"touch {marker}")}, tmp_path / "a.pt")
     assert _refusal(tmp_path / "a.pt") == (f"refusing to load {tmp_path}/a.pt: it holds Python objects that could "
                                            "run code; only load checkpoints written by attnlm")
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("payload", [torch.zeros(3), {"version": VERSION}, {"format": "other", "version": VERSION},
@@ -209,6 +221,31 @@ def test_a_resumed_run_with_both_checkpoints_needs_room_for_one_copy_and_says_ho
         f"about {disk.size_text(size)}; free some space, then resume with: attnlm train --resume {reference}")
     _free(monkeypatch, size)
     trainer.check_room(reference)
+
+
+def test_a_new_run_over_an_old_ones_checkpoints_still_needs_room_for_three(
+        reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--overwrite of a folder with best.pt and last.pt: those are deleted first (`freed`), then all three are
+    written anew."""
+    trainer = _trainer(reference, resumed=False)
+    size = trainer.checkpoint_size
+    _free(monkeypatch, 3 * size - 1)
+    with pytest.raises(MachineError, match=r"this run \(3 checkpoints of .+: best\.pt, last\.pt and the temporary"):
+        trainer.check_room(reference)
+
+
+def test_a_resumed_run_missing_best_pt_needs_room_for_two(reference: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(reference / "checkpoints" / "last.pt", tmp_path / "checkpoints" / "last.pt")
+    trainer = _trainer(reference, "train.epochs=9", resumed=True)
+    size = trainer.checkpoint_size
+    _free(monkeypatch, 2 * size - 1)
+    with pytest.raises(MachineError) as refused:
+        trainer.check_room(tmp_path)
+    assert (f"this run (2 checkpoints of {disk.size_text(size)}: best.pt and the temporary copy that replaces one "
+            f"of them whole) needs about {disk.size_text(2 * size)}; free some space, then resume with: attnlm train "
+            f"--resume {tmp_path}") in str(refused.value)
 
 
 def test_a_finished_run_resumed_needs_no_room_and_a_new_one_always_does(reference: Path, tmp_path: Path,
