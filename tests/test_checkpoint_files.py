@@ -191,20 +191,26 @@ def _free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
     monkeypatch.setattr(disk, "free_bytes", lambda folder: free)
 
 
+def _refusal_one_byte_short(trainer: Trainer, folder: Path, needed: int, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The line check_room gives with one byte less free than `needed`; with `needed` free it must pass."""
+    _free(monkeypatch, needed - 1)
+    with pytest.raises(MachineError) as refused:
+        trainer.check_room(folder)
+    _free(monkeypatch, needed)
+    trainer.check_room(folder)
+    return str(refused.value)
+
+
 def test_a_new_run_needs_room_for_three_checkpoints_less_what_overwrite_frees(
         reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = _trainer(reference, resumed=False)
     size = trainer.checkpoint_size
-    _free(monkeypatch, 3 * size - 1)
-    with pytest.raises(MachineError) as refused:
-        trainer.check_room(tmp_path)
-    assert str(refused.value) == (
+    assert _refusal_one_byte_short(trainer, tmp_path, 3 * size, monkeypatch) == (
         f"not enough disk space for {tmp_path}: its disk has {disk.size_text(3 * size - 1)} free and this run (3 "
         f"checkpoints of {disk.size_text(size)}: best.pt, last.pt and the temporary copy that replaces one of them "
         f"whole) needs about {disk.size_text(3 * size)}; free some space or set log.dir to a folder on a larger disk")
+    _free(monkeypatch, 3 * size - 1)
     trainer.check_room(tmp_path, freed=1)  # the files --overwrite deletes count as room
-    _free(monkeypatch, 3 * size)
-    trainer.check_room(tmp_path)
 
 
 def test_a_resumed_run_with_both_checkpoints_needs_room_for_one_copy_and_says_how_to_resume(
@@ -212,15 +218,10 @@ def test_a_resumed_run_with_both_checkpoints_needs_room_for_one_copy_and_says_ho
     trainer = _trainer(reference, "train.epochs=9", resumed=True)
     assert not trainer.finished()
     size = trainer.checkpoint_size
-    _free(monkeypatch, size - 1)
-    with pytest.raises(MachineError) as refused:
-        trainer.check_room(reference)
-    assert str(refused.value) == (
+    assert _refusal_one_byte_short(trainer, reference, size, monkeypatch) == (
         f"not enough disk space for {reference}: its disk has {disk.size_text(size - 1)} free and this run (1 "
         f"checkpoint of {disk.size_text(size)}: the temporary copy that replaces best.pt or last.pt whole) needs "
         f"about {disk.size_text(size)}; free some space, then resume with: attnlm train --resume {reference}")
-    _free(monkeypatch, size)
-    trainer.check_room(reference)
 
 
 def test_a_new_run_over_an_old_ones_checkpoints_still_needs_room_for_three(
@@ -240,12 +241,9 @@ def test_a_resumed_run_missing_best_pt_needs_room_for_two(reference: Path, tmp_p
     shutil.copy(reference / "checkpoints" / "last.pt", tmp_path / "checkpoints" / "last.pt")
     trainer = _trainer(reference, "train.epochs=9", resumed=True)
     size = trainer.checkpoint_size
-    _free(monkeypatch, 2 * size - 1)
-    with pytest.raises(MachineError) as refused:
-        trainer.check_room(tmp_path)
     assert (f"this run (2 checkpoints of {disk.size_text(size)}: best.pt and the temporary copy that replaces one "
             f"of them whole) needs about {disk.size_text(2 * size)}; free some space, then resume with: attnlm train "
-            f"--resume {tmp_path}") in str(refused.value)
+            f"--resume {tmp_path}") in _refusal_one_byte_short(trainer, tmp_path, 2 * size, monkeypatch)
 
 
 def test_a_finished_run_resumed_needs_no_room_and_a_new_one_always_does(reference: Path, tmp_path: Path,
