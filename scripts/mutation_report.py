@@ -191,7 +191,9 @@ def main() -> int:
     rows, gaps = [], []
     for module in modules:
         everyone = names_of(found, module)
-        names = [n for n in chosen[module] if n in found] if chosen[module] is not None else everyone
+        # Drawn again from the names as mutmut left them: a module whose code changed since the last run has
+        # new mutants, and its new draw then shows what is still "not checked" (the next run tests it).
+        names = draw(everyone, module, args.sample, args.seed) if args.sample else everyone
         if not names:
             continue
         rows.append((module, Counter(found[n] for n in names), len(everyone)))
