@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from run_helpers import RunsCode
 
 from attnlm import disk
 from attnlm.config import Config, ModelConfig, load_config
@@ -25,14 +26,6 @@ from attnlm.store.checkpoint import FORMAT, VERSION, estimate_size, load_checkpo
 from attnlm.training import Trainer
 from attnlm.training.checkpoints import machine_fault, write
 from attnlm.training.state import TrainState, checkpoint_payload, rng_states
-
-
-class RunsCode:
-    def __init__(self, command: str = "true") -> None:
-        self.command = command
-
-    def __reduce__(self) -> tuple:
-        return (os.system, (self.command,))
 
 
 def _refusal(path: Path) -> str:
@@ -93,7 +86,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_says_why(tmp_path: Path
     if torch_default != "as shipped":
         monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "code-ran"
-    torch.save({"format": FORMAT, "version": VERSION, "model": RunsCode(f"touch {marker}")}, tmp_path / "a.pt")
+    torch.save({"format": FORMAT, "version": VERSION, "model": RunsCode(marker)}, tmp_path / "a.pt")
     assert _refusal(tmp_path / "a.pt") == (f"refusing to load {tmp_path}/a.pt: it holds Python objects that could "
                                            "run code; only load checkpoints written by attnlm")
     assert not marker.exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import shutil
@@ -14,17 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import reference_run, run_cli, snapshot
-
-
-class RunsCode:
-    """Unpickling this calls os.system: a checkpoint holding it would run a shell command when loaded."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return os.system, (f"touch {self.marker}",)
+from run_helpers import RunsCode, reference_run, run_cli, snapshot
 
 
 @dataclass

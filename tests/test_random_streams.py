@@ -50,16 +50,12 @@ def gpu_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return calls
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return torch.equal(a, b)
-
-
 def test_a_cpu_checkpoint_restores_torch_and_the_batch_stream_and_touches_no_gpu(gpu_calls: list[tuple]) -> None:
     model, optimizer, sampler = _parts()
     state = restore(_payload(model, optimizer), model, optimizer, sampler, torch.device("cpu"), rank=0)
     assert state == TrainState(step=7, epoch=2)
-    assert _same(torch.get_rng_state(), _stream(1))
-    assert _same(sampler.state(), _stream(2))
+    assert torch.equal(torch.get_rng_state(), _stream(1))
+    assert torch.equal(sampler.state(), _stream(2))
     assert gpu_calls == []
 
 
@@ -68,7 +64,7 @@ def test_a_gpu_checkpoint_resumed_on_the_cpu_leaves_the_gpu_streams_alone(gpu_ca
     payload = _payload(model, optimizer, cuda=[_stream(3)], mps=_stream(4))
     restore(payload, model, optimizer, sampler, torch.device("cpu"), rank=0)
     assert gpu_calls == []
-    assert _same(torch.get_rng_state(), _stream(1))
+    assert torch.equal(torch.get_rng_state(), _stream(1))
 
 
 def test_a_cuda_run_gets_every_gpus_stream_back(gpu_calls: list[tuple]) -> None:
@@ -87,7 +83,7 @@ def test_a_cuda_run_without_saved_gpu_streams_sets_nothing(gpu_calls: list[tuple
 def test_an_mps_run_gets_its_stream_back_and_only_when_it_was_saved(gpu_calls: list[tuple]) -> None:
     model, optimizer, sampler = _parts()
     restore(_payload(model, optimizer, mps=_stream(4)), model, optimizer, sampler, torch.device("mps"), rank=0)
-    assert len(gpu_calls) == 1 and gpu_calls[0][0] == "mps" and _same(gpu_calls[0][1], _stream(4))
+    assert len(gpu_calls) == 1 and gpu_calls[0][0] == "mps" and torch.equal(gpu_calls[0][1], _stream(4))
     gpu_calls.clear()
     restore(_payload(model, optimizer), model, optimizer, sampler, torch.device("mps"), rank=0)
     assert gpu_calls == []
@@ -103,8 +99,8 @@ def test_each_torchrun_rank_continues_its_own_streams(rank: int, gpu_calls: list
     model, optimizer, sampler = _parts()
     restore(_payload(model, optimizer, ranks=_ranks(cuda=False)), model, optimizer, sampler, torch.device("cpu"),
             rank=rank)
-    assert _same(torch.get_rng_state(), _stream(10 + rank))
-    assert _same(sampler.state(), _stream(20 + rank))
+    assert torch.equal(torch.get_rng_state(), _stream(10 + rank))
+    assert torch.equal(sampler.state(), _stream(20 + rank))
     assert gpu_calls == []
 
 
@@ -115,8 +111,8 @@ def test_each_torchrun_rank_on_a_gpu_gets_its_own_gpu_stream_on_its_own_device(g
             device, rank=1)
     assert [c[0] for c in gpu_calls] == ["cuda all", "cuda"]
     _, state, on = gpu_calls[1]
-    assert _same(state, _stream(31)) and on == device
-    assert _same(torch.get_rng_state(), _stream(11)) and _same(sampler.state(), _stream(21))
+    assert torch.equal(state, _stream(31)) and on == device
+    assert torch.equal(torch.get_rng_state(), _stream(11)) and torch.equal(sampler.state(), _stream(21))
 
 
 def test_a_torchrun_rank_on_the_cpu_sets_no_gpu_stream(gpu_calls: list[tuple]) -> None:
@@ -132,12 +128,12 @@ def test_the_streams_saved_are_the_ones_of_the_device_in_use(kind: str, gpu_call
     device = torch.device(kind)
     torch.manual_seed(123)
     saved = rng_states(sampler, device)
-    assert _same(saved["torch"], torch.get_rng_state()) and _same(saved["data"], sampler.state())
+    assert torch.equal(saved["torch"], torch.get_rng_state()) and torch.equal(saved["data"], sampler.state())
     assert (saved["cuda"] is not None) == (kind == "cuda") and (saved["mps"] is not None) == (kind == "mps")
     assert [c for c in gpu_calls if c[0] == "get cuda"] == ([("get cuda", device)] if kind == "cuda" else [])
     payload = checkpoint_payload(Config(), "ab", model, optimizer, TrainState(), saved, device, bf16=False)
     cuda = payload["rng"]["cuda"]
-    assert len(cuda) == (kind == "cuda") and all(_same(s, _stream(5)) for s in cuda)
+    assert len(cuda) == (kind == "cuda") and all(torch.equal(s, _stream(5)) for s in cuda)
     assert payload["rng"]["mps"] is saved["mps"]
     assert payload["meta"] == {"torch": str(torch.__version__), "device": str(device), "bf16": False, "params": 8}
     assert payload["vocab"] == "ab" and payload["state"]["step"] == 0
@@ -165,5 +161,5 @@ def test_a_checkpoint_of_two_torchrun_processes_is_refused_by_one(reference: Pat
 def test_a_checkpoint_of_one_torchrun_process_resumes_that_processs_streams(reference: Path) -> None:
     cfg, payload = _resumable(reference, world=1)
     trainer = Trainer(cfg, Console(quiet=True), resume=payload)
-    assert _same(torch.get_rng_state(), _stream(10)) and _same(trainer.sampler.state(), _stream(20))
+    assert torch.equal(torch.get_rng_state(), _stream(10)) and torch.equal(trainer.sampler.state(), _stream(20))
     assert trainer.state.step == payload["state"]["step"]

@@ -415,9 +415,8 @@ def test_an_error_of_the_terminal_that_is_no_machine_fault_is_raised_as_it_is(tm
         def write(self, text: str) -> int:
             raise OSError(errno.EBADF, "Bad file descriptor")
 
-    cfg = load_config("configs/tiny.yaml", [f"data.path={small_corpus}", f"log.dir={tmp_path}", *TINY,
-                                            "train.epochs=1", "train.steps_per_epoch=2"])
-    trainer = Trainer(cfg, Console(file=Refusing()))
+    trainer = make_trainer(small_corpus, tmp_path, "train.epochs=1", "train.steps_per_epoch=2",
+                           console=Console(file=Refusing()))
     with pytest.raises(OSError) as raised:
         trainer.fit(new_run_dir(tmp_path, "ebadf", False, False))
     assert raised.value.errno == errno.EBADF and not isinstance(raised.value, MachineError)
